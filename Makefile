@@ -1,0 +1,106 @@
+# ck: checkpoint/restore for Linux process trees.
+#   make            install missing Debian packages (as root), build everything
+#   make check      build, then run every test (unit tests and bats end-to-end)
+#   make bench      benchmarks, one line per figure: "bench: NAME = VALUE UNIT"
+#   make demo       dump and restore a sample process
+#   make fuzz       run the libFuzzer targets for a bounded time
+#   make install PREFIX=/usr/local DESTDIR=
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+B       := build
+CXX     ?= g++
+CC      ?= gcc
+CXXFLAGS ?= -O2 -g
+CFLAGS  ?= -O2 -g
+WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
+ALLCXX  := -std=c++17 $(WARN) -I$(B)/gen -Ilibcommon -MMD -MP $(CXXFLAGS)
+LDLIBS  := -lprotobuf -lzstd -luv -lpthread
+
+DEB_PKGS := g++ make protobuf-compiler libprotobuf-dev libzstd-dev libuv1-dev libcli11-dev \
+            pkg-config bats bats-assert bats-support bats-file python3 iproute2 procps
+
+LIB_SRC   := $(wildcard libcommon/*.cc)
+LIB_OBJ   := $(patsubst %.cc,$(B)/%.o,$(LIB_SRC)) $(B)/gen/ck.pb.o
+TOOLS     := $(notdir $(wildcard tools/ck-*))
+TOOL_BIN  := $(addprefix $(B)/bin/,$(TOOLS))
+WORKLOADS := $(patsubst tests/workloads/%.c,$(B)/workloads/%,$(wildcard tests/workloads/*.c))
+UNIT      := $(patsubst tests/unit/%.cc,$(B)/unit/%,$(wildcard tests/unit/*.cc))
+BENCH     := $(patsubst tests/bench/%.cc,$(B)/bench/%,$(wildcard tests/bench/*.cc))
+PIPELINES := $(wildcard pipelines/ck-*)
+
+.PHONY: all deps check bench demo fuzz install clean
+all: deps $(B)/.built
+
+$(B)/.built: $(TOOL_BIN) $(WORKLOADS) $(UNIT) $(BENCH)
+	@touch $@
+
+# Install what the build and the tests need, if missing (Debian, as root).
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make: missing Debian packages:$$missing (run as root to install)"; exit 1; fi; \
+	  echo "make: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(B)/gen/ck.pb.cc $(B)/gen/ck.pb.h: formats/ck.proto
+	@mkdir -p $(B)/gen
+	protoc --proto_path=formats --cpp_out=$(B)/gen formats/ck.proto
+
+$(B)/gen/ck.pb.o: $(B)/gen/ck.pb.cc
+	$(CXX) -std=c++17 -O2 -g -I$(B)/gen -c $< -o $@
+
+$(B)/libcommon/%.o: libcommon/%.cc $(B)/gen/ck.pb.h
+	@mkdir -p $(dir $@)
+	$(CXX) $(ALLCXX) -c $< -o $@
+
+$(B)/libck.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+$(B)/tools/%.o: tools/%.cc $(B)/gen/ck.pb.h
+	@mkdir -p $(dir $@)
+	$(CXX) $(ALLCXX) -c $< -o $@
+
+.SECONDEXPANSION:
+tool_objs = $(patsubst %.cc,$(B)/%.o,$(wildcard tools/$(1)/*.cc))
+$(B)/bin/%: $$(call tool_objs,$$*) $(B)/libck.a
+	@mkdir -p $(B)/bin
+	$(CXX) -o $@ $(filter %.o,$^) $(B)/libck.a $(LDLIBS)
+
+$(B)/workloads/%: tests/workloads/%.c tests/workloads/wl.h
+	@mkdir -p $(B)/workloads
+	$(CC) $(CFLAGS) -Wall -Wextra -Werror -o $@ $< -lpthread -lrt
+
+$(B)/unit/%: tests/unit/%.cc $(B)/libck.a
+	@mkdir -p $(B)/unit
+	$(CXX) $(ALLCXX) -o $@ $< $(B)/libck.a $(LDLIBS)
+
+$(B)/bench/%: tests/bench/%.cc $(B)/libck.a
+	@mkdir -p $(B)/bench
+	$(CXX) $(ALLCXX) -o $@ $< $(B)/libck.a $(LDLIBS)
+
+check: all
+	@tests/run-all
+
+bench: all
+	@tests/bench/run
+
+demo: all
+	@tests/demo.sh
+
+fuzz: deps $(B)/gen/ck.pb.h
+	@tests/fuzz/run
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	  $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7
+	install -m755 $(TOOL_BIN) $(PIPELINES) $(DESTDIR)$(PREFIX)/bin/
+	for m in man/*.[157]; do s=$${m##*.}; install -m644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
+
+clean:
+	rm -rf $(B)
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

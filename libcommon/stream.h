@@ -1,0 +1,119 @@
+// The ck stream: magic, then length-prefixed protobuf frames, raw page
+// payloads after PageRun frames, a trailer with counts and a checksum.
+// See man/ck-stream.5.
+//
+// Both ends keep memory bounded: frames are at most kMaxFrame bytes and page
+// payloads move in caller-sized pieces, never whole.
+#pragma once
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ck.pb.h"
+#include "ck64.h"
+
+namespace ck {
+
+constexpr char kMagic[8] = {'\x89', 'C', 'K', 'S', 'T', 'R', 'M', '\n'};
+constexpr uint32_t kMajor = 1;
+constexpr uint32_t kMinor = 0;
+constexpr uint32_t kMaxFrame = 16u << 20;
+constexpr uint32_t kPageSize = 4096;
+extern const char* const kVersion;  // "0.1"
+
+// A header for a stream started by `tool` (kernel and host facts filled in).
+pb::Header make_header(const std::string& tool);
+
+class StreamReader {
+ public:
+  // `what` names the input in messages ("stdin", "/tmp/img").
+  explicit StreamReader(int fd, std::string what = "stdin");
+
+  // Reads the header (first call) or the next frame into *f.  Returns false
+  // once the trailer has been read and verified.  A payload not consumed by
+  // the caller is skipped.  Bad input throws Error with status 3.
+  bool next(pb::Frame* f);
+
+  const pb::Header& header();             // reads it if needed
+  const std::string& raw() const { return raw_; }  // last frame, serialized
+  uint64_t payload_left() const { return payload_left_; }
+  // Reads `len` bytes of the current payload straight into dst.
+  void read_payload(void* dst, size_t len);
+  void skip_payload();
+  const pb::Trailer& trailer() const { return trailer_; }
+
+ private:
+  size_t fill(void* dst, size_t len);  // from buffer then fd; exact or throws
+  void readn(void* dst, size_t len, const char* where);
+  [[noreturn]] void corrupt(const std::string& why);
+
+  int fd_;
+  std::string what_;
+  std::vector<char> buf_;
+  size_t pos_ = 0, end_ = 0;
+  std::string raw_;
+  uint64_t payload_left_ = 0;
+  uint64_t frames_ = 0;
+  uint64_t payload_total_ = 0;
+  uint64_t offset_ = 0;
+  bool started_ = false, done_ = false;
+  pb::Header header_;
+  pb::Trailer trailer_;
+  Ck64 sum_;
+};
+
+class StreamWriter {
+ public:
+  // Refuses (status 2) to write a binary stream to a terminal.
+  explicit StreamWriter(int fd);
+  ~StreamWriter();
+
+  void header(const pb::Header& h);
+  void frame(const pb::Frame& f);
+  void raw_frame(const std::string& serialized);
+  // A PageRun frame and its payload, gathered from iov (total must be
+  // npages * page size when has_payload, nothing otherwise).
+  void pages(const pb::PageRun& run, const struct iovec* iov, int iovcnt);
+  // Writes the trailer and flushes.  A writer destroyed without finish()
+  // leaves a stream without trailer, which every reader refuses.
+  void finish();
+  uint64_t frames() const { return frames_; }
+  uint64_t payload_bytes() const { return payload_; }
+
+ private:
+  void put(const void* p, size_t n);
+  void put_frame(const std::string& bytes);
+  void flush();
+
+  int fd_;
+  std::vector<char> buf_;
+  size_t len_ = 0;
+  uint64_t frames_ = 0;
+  uint64_t payload_ = 0;
+  bool finished_ = false;
+  Ck64 sum_;
+  std::string scratch_;
+};
+
+// Copies every frame of `r` except header and trailer to `w`, page payloads
+// included (through a bounded buffer).  Calls keep(frame) for each first;
+// if it returns false the frame is dropped.
+template <class Keep>
+void forward_frames(StreamReader& r, StreamWriter& w, Keep keep);
+void copy_payload(StreamReader& r, StreamWriter& w, const pb::PageRun& run);
+
+template <class Keep>
+void forward_frames(StreamReader& r, StreamWriter& w, Keep keep) {
+  pb::Frame f;
+  while (r.next(&f)) {
+    if (!keep(f)) continue;
+    if (f.has_pages() && f.pages().has_payload())
+      copy_payload(r, w, f.pages());
+    else
+      w.raw_frame(r.raw());
+  }
+}
+
+}  // namespace ck

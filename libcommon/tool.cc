@@ -1,0 +1,52 @@
+#include "tool.h"
+
+#include <csignal>
+#include <cstdio>
+#include <unistd.h>
+
+#include "error.h"
+#include "log.h"
+
+namespace ck {
+
+void add_common_options(CLI::App& app, CommonOptions& o) {
+  app.add_flag("-v,--verbose", o.verbose, "more messages (repeat for more); CK_LOG sets levels per module");
+  app.add_flag("-q,--quiet", o.quiet, "errors only");
+  app.add_option("--log-file", o.log_file, "write messages to this file instead of stderr");
+}
+
+int run_tool(const char* tool, CLI::App& app, CommonOptions& o, int argc, char** argv,
+             const std::function<int()>& body) {
+  log::set_tool(tool);
+  ::signal(SIGPIPE, SIG_IGN);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "%s: %s\n", tool, e.what());
+    std::fprintf(stderr, "Try '%s --help' for more information.\n", tool);
+    return kUsage;
+  }
+  log::configure("", o.verbose - o.quiet);
+  if (!o.log_file.empty()) log::set_log_file(o.log_file);
+  try {
+    int rc = body();
+    log::flush();
+    return rc;
+  } catch (const Error& e) {
+    log::flush();
+    std::fprintf(stderr, "%s: %s\n", tool, e.what());
+    return e.status();
+  } catch (const std::exception& e) {
+    log::flush();
+    std::fprintf(stderr, "%s: %s\n", tool, e.what());
+    return kFail;
+  }
+}
+
+}  // namespace ck

@@ -18,6 +18,7 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
 int run_tool(const char* tool, CLI::App& app, CommonOptions& o, int argc, char** argv,
              const std::function<int()>& body) {
   log::set_tool(tool);
+  log::install_crash_handlers();  // a crash still writes every message logged before it
   ::signal(SIGPIPE, SIG_IGN);
   try {
     app.parse(argc, argv);

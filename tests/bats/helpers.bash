@@ -1,0 +1,117 @@
+# Shared by every bats file: scratch directories, workloads that tell when
+# they are ready, and cleanup of every process a test started (by pid only).
+bats_load_library bats-support
+bats_load_library bats-assert
+
+: "${CK_TOP:=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)}"
+export PATH="$CK_TOP/build/bin:$CK_TOP/pipelines:$PATH"
+WL="$CK_TOP/build/workloads"
+
+setup() {
+  T=$(mktemp -d /tmp/ck-test.XXXXXX)
+  PIDS=()
+}
+
+teardown() {
+  local p
+  for p in "${PIDS[@]}"; do
+    kill -9 "$p" 2>/dev/null || true
+  done
+  rm -rf "$T"
+}
+
+# start_wl NAME [ARGS...]: runs workload NAME with stdout to $T/NAME.out in a
+# new session, waits for its READY line, sets WPID.
+start_wl() {
+  local name=$1; shift
+  setsid "$WL/$name" "$@" > "$T/$name.out" 2>&1 < /dev/null &
+  WPID=$!
+  PIDS+=("$WPID")
+  wait_line "$T/$name.out" '^READY' 20
+}
+
+# wait_line FILE REGEX [SECONDS]: waits until FILE has a line matching REGEX.
+wait_line() {
+  local i
+  for ((i = 0; i < ${3:-10} * 50; i++)); do
+    grep -Eq "$2" "$1" 2>/dev/null && return 0
+    sleep 0.02
+  done
+  echo "timed out waiting for '$2' in $1:" >&2
+  cat "$1" >&2
+  return 1
+}
+
+# info KEY FILE: the value of KEY from the workload's INFO lines.
+info() {
+  grep -Eo "(^| )$1=[^ ]+" "$2" | tail -n1 | cut -d= -f2
+}
+
+# thread_states PID: the state letter of every thread, sorted (e.g. "R S S").
+thread_states() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    awk '{print $3}' "$t/stat" 2>/dev/null
+  done | sort | tr '\n' ' '
+}
+
+# is_stopped PID: true if any thread is stopped or traced.
+any_stopped() {
+  local t s
+  for t in /proc/"$1"/task/*; do
+    s=$(awk '{print $3}' "$t/stat" 2>/dev/null)
+    case "$s" in t|T) return 0 ;; esac
+  done
+  return 1
+}
+
+# check_wl NAME PID: asks a (restored) workload to check itself; asserts PASS.
+check_wl() {
+  kill -USR2 "$2"
+  wait_line "$T/$1.out" '^(PASS|FAIL)' 30
+  run grep -E '^(PASS|FAIL)' "$T/$1.out"
+  assert_output PASS
+}
+
+# proc_state PID: what the harness compares before a dump and after a
+# restore: maps (adjacent equal mappings merged), fd targets, creds,
+# signal masks of every thread, thread ids.
+proc_state() {
+  local p=$1 t fd
+  echo "# maps"
+  awk '{
+      split($1, a, "-"); path = $6; for (i = 7; i <= NF; i++) path = path " " $i;
+      if (path ~ /^\[(vvar|vvar_vclock|vdso)\]$/ || path !~ /^\[/) key = $2 " " $4 " " $5 " " path; else key = $2 " " $4 " " $5 " " path;
+      if (a[1] == end && key == lastkey) { end = a[2]; next }
+      if (lastkey != "") print start "-" end " " lastkey;
+      start = a[1]; end = a[2]; lastkey = key
+    } END { print start "-" end " " lastkey }' /proc/"$p"/maps
+  echo "# fds"
+  for fd in /proc/"$p"/fd/*; do
+    printf '%s %s\n' "${fd##*/}" "$(readlink "$fd" | sed 's/:\[[0-9]*\]$/:[]/')"
+  done | sort -n
+  echo "# creds"
+  grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp|Umask):' /proc/"$p"/status
+  echo "# threads"
+  for t in /proc/"$p"/task/*; do
+    echo "${t##*/} $(grep -E '^(SigBlk|SigIgn|SigCgt):' "$t/status" | tr '\n\t' '  ')"
+  done
+  echo "# cwd $(readlink /proc/"$p"/cwd) exe $(readlink /proc/"$p"/exe)"
+  echo "# cmdline $(tr '\0' ' ' < /proc/"$p"/cmdline)"
+}
+
+# dump_kill_restore NAME: dumps workload $WPID into $T/img (killing it),
+# checks it is gone, restores it detached and waits until it runs again.
+dump_kill_restore() {
+  proc_state "$WPID" > "$T/before"
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  local i
+  for ((i = 0; i < 100; i++)); do [ -d /proc/"$WPID" ] || break; sleep 0.02; done
+  [ ! -d /proc/"$WPID" ] || { echo "pid $WPID still exists after the dump"; return 1; }
+  run ck-restore -D "$T/img" -d --pidfile "$T/pid"
+  assert_success
+  [ "$(cat "$T/pid")" = "$WPID" ]
+  proc_state "$WPID" > "$T/after"
+  diff -u "$T/before" "$T/after"
+}

@@ -1,0 +1,444 @@
+#include "memread.h"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+
+#include "error.h"
+#include "log.h"
+#include "proc.h"
+#include "vma.h"
+
+CK_LOG_MODULE("memread");
+
+// PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h); this machine's headers
+// predate it, so the ABI is spelled out here.
+namespace {
+struct ck_page_region {
+  uint64_t start, end, categories;
+};
+struct ck_pm_scan_arg {
+  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+  uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+constexpr uint64_t kPageIsWritten = 1 << 1;
+constexpr uint64_t kPageIsFile = 1 << 2;
+constexpr uint64_t kPageIsPresent = 1 << 3;
+constexpr uint64_t kPageIsSwapped = 1 << 4;
+constexpr uint64_t kPageIsPfnZero = 1 << 5;
+constexpr uint64_t kPageIsHuge = 1 << 6;
+constexpr unsigned long kPagemapScan = _IOWR('f', 16, struct ck_pm_scan_arg);
+// /proc/PID/pagemap entry bits
+constexpr uint64_t kPmPresent = 1ull << 63;
+constexpr uint64_t kPmSwapped = 1ull << 62;
+constexpr uint64_t kPmFile = 1ull << 61;
+static_assert(sizeof(ck_pm_scan_arg) == 96, "pm_scan_arg layout");
+static_assert(kPageIsWritten && kPageIsHuge, "");
+}  // namespace
+
+namespace ck {
+
+bool page_is_zero(const void* p) {
+  const uint64_t* w = static_cast<const uint64_t*>(p);
+  for (size_t i = 0; i < kPageSize / 8; i += 8)
+    if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7]) return false;
+  return true;
+}
+
+uint64_t shm_object_id(const pb::Vma& v) {
+  uint64_t id = (v.dev() << 48) ^ v.ino();
+  return id ? id : 1;
+}
+
+std::vector<pid_t> list_tree(pid_t root) {
+  std::vector<pid_t> out{root};
+  for (size_t i = 0; i < out.size(); ++i) {
+    std::vector<pid_t> kids;
+    try {
+      kids = list_children(out[i]);
+    } catch (const Error&) {
+      if (!pid_alive(out[i])) fail(strf("pid %d: no such process", out[i]));
+      throw;
+    }
+    for (pid_t c : kids)
+      if (std::find(out.begin(), out.end(), c) == out.end()) out.push_back(c);
+  }
+  return out;
+}
+
+MemReader::MemReader(StreamWriter& w, size_t buffer_bytes) : w_(w) {
+  cap_ = std::max<size_t>(buffer_bytes / kPageSize, 1) * kPageSize;
+  buf_ = static_cast<char*>(std::aligned_alloc(kPageSize, cap_));
+  if (!buf_) fail("unable to allocate the page buffer");
+  bad_.assign(cap_ / kPageSize, 0);
+}
+
+MemReader::~MemReader() { std::free(buf_); }
+
+int MemReader::mem_fd() {
+  if (!mem_.valid()) {
+    std::string p = strf("/proc/%d/mem", pid_);
+    mem_.reset(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!mem_.valid()) {
+      if (errno == ENOENT || errno == ESRCH) fail(strf("pid %d vanished during the dump", pid_));
+      throw_errno("unable to open '" + p + "'");
+    }
+  }
+  return mem_.get();
+}
+
+void MemReader::dump(const std::vector<pid_t>& pids) {
+  // Layouts first, so every VMA of a shared object knows who carries it.
+  std::vector<std::vector<pb::Vma>> layouts;
+  for (pid_t pid : pids) {
+    Stat st;
+    try {
+      st = read_stat(pid);
+    } catch (const Error&) {
+      fail(strf("pid %d: no such process", pid));
+    }
+    if (st.f.size() > 3 && st.f[3] == "Z") fail(strf("pid %d: has exited (zombie)", pid));
+    layouts.push_back(read_vmas(pid));
+    for (auto& v : layouts.back()) {
+      if (!vma_is_shmem_object(v)) continue;
+      uint64_t id = shm_object_id(v);
+      v.set_shmid(id);
+      auto it = objects_.find(id);
+      if (it == objects_.end()) {
+        Object& o = objects_[id];
+        std::string mf = map_files_path(pid, v);
+        o.fd.reset(::open(mf.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!o.fd.valid()) {
+          LOG_DEBUG("pid %d: unable to open '%s' (%s): pages of shared object %#lx read per mapping", pid,
+                    mf.c_str(), std::strerror(errno), static_cast<unsigned long>(id));
+          continue;
+        }
+        o.owner = pid;
+        o.start = v.start();
+      } else if (it->second.fd.valid()) {
+        v.set_contents_elsewhere(true);
+      }
+    }
+  }
+  for (size_t i = 0; i < pids.size(); ++i)
+    with_context(strf("pid %d", pids[i]), [&] { dump_process(pids[i], layouts[i]); });
+  LOG_INFO("%lu vmas, %lu pages in %lu runs, %lu zero pages in %lu zero runs, %lu shared objects, %lu unreadable",
+           (unsigned long)stats_.vmas, (unsigned long)stats_.pages, (unsigned long)stats_.runs,
+           (unsigned long)stats_.zero_pages, (unsigned long)stats_.zero_runs, (unsigned long)stats_.objects,
+           (unsigned long)stats_.unreadable);
+}
+
+void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas) {
+  pid_ = pid;
+  mem_.reset();
+  std::string pm = strf("/proc/%d/pagemap", pid);
+  pagemap_.reset(::open(pm.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!pagemap_.valid()) {
+    if (errno == ENOENT || errno == ESRCH) fail(strf("pid %d vanished during the dump", pid));
+    throw_errno("unable to open '" + pm + "'");
+  }
+  pb::Frame f;
+  f.set_pid(pid);
+  auto* mm = f.mutable_mm();
+  mm->set_pid(pid);
+  for (auto& v : vmas) *mm->add_vmas() = v;
+  w_.frame(f);
+
+  for (const auto& v : vmas) {
+    ++stats_.vmas;
+    LOG_DEBUG("pid %d vma %s kind %s%s%s", pid, format_vma(v).c_str(), pb::VmaKind_Name(v.kind()).c_str(),
+              v.shmid() ? strf(" shmid %#lx", (unsigned long)v.shmid()).c_str() : "",
+              v.contents_elsewhere() ? " (contents elsewhere)" : "");
+    if (vma_is_shmem_object(v)) {
+      auto it = objects_.find(v.shmid());
+      if (it != objects_.end() && it->second.fd.valid()) {
+        if (it->second.owner == pid && it->second.start == v.start()) {
+          flush();
+          dump_object(v, it->second);
+        }
+      } else if (v.flags() & MAP_SHARED) {
+        // No handle on the object: what this mapping shows of it.
+        scan(v.start(), v.end(), false, v.pgoff(), v.shmid());
+      }
+    }
+    if (vma_has_private_pages(v)) scan(v.start(), v.end(), true, v.start(), 0);
+  }
+  flush();
+  pagemap_.reset();
+  mem_.reset();
+}
+
+void MemReader::scan(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base, uint64_t shmid) {
+  split_ = true;  // runs never cross a VMA boundary
+  if (!scan_ioctl_) return scan_pagemap_file(start, end, anon_only, label_base, shmid);
+  ck_page_region regs[512];
+  ck_pm_scan_arg a;
+  std::memset(&a, 0, sizeof a);
+  a.size = sizeof a;
+  a.start = start;
+  a.end = end;
+  a.vec = reinterpret_cast<uintptr_t>(regs);
+  a.vec_len = sizeof regs / sizeof regs[0];
+  a.category_anyof_mask = kPageIsPresent | kPageIsSwapped;
+  a.return_mask = kPageIsPresent | kPageIsSwapped | kPageIsFile | kPageIsPfnZero;
+  for (;;) {
+    int n = ::ioctl(pagemap_.get(), kPagemapScan, &a);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if ((errno == ENOTTY || errno == EINVAL || errno == EOPNOTSUPP) && a.start == start) {
+        LOG_DEBUG("PAGEMAP_SCAN unavailable (%s): reading /proc/PID/pagemap", std::strerror(errno));
+        scan_ioctl_ = false;
+        return scan_pagemap_file(start, end, anon_only, label_base, shmid);
+      }
+      if (errno == ESRCH) fail(strf("pid %d vanished during the dump", pid_));
+      throw_errno(strf("unable to scan pages of pid %d", pid_));
+    }
+    for (int i = 0; i < n; ++i) {
+      uint64_t c = regs[i].categories;
+      if (c & kPageIsPfnZero) continue;          // the shared zero page: nothing written
+      if (anon_only && (c & kPageIsFile)) continue;  // page cache, not a COW copy
+      queue(regs[i].start, regs[i].end - regs[i].start, label_base + (regs[i].start - start), shmid);
+    }
+    if (a.walk_end >= end || a.walk_end <= a.start) break;
+    a.start = a.walk_end;
+  }
+}
+
+void MemReader::scan_pagemap_file(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base,
+                                  uint64_t shmid) {
+  uint64_t ent[4096];
+  uint64_t run_start = 0, run_end = 0;
+  for (uint64_t at = start; at < end;) {
+    size_t want = std::min<uint64_t>((end - at) / kPageSize, 4096);
+    ssize_t n = ::pread(pagemap_.get(), ent, want * 8, static_cast<off_t>(at / kPageSize * 8));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno(strf("unable to read the pagemap of pid %d", pid_));
+    if (n == 0) fail(strf("pid %d vanished during the dump", pid_));
+    size_t got = static_cast<size_t>(n) / 8;
+    for (size_t i = 0; i < got; ++i, at += kPageSize) {
+      uint64_t e = ent[i];
+      bool take = (e & (kPmPresent | kPmSwapped)) && !(anon_only && (e & kPmFile));
+      if (take && run_end == at) {
+        run_end += kPageSize;
+      } else if (take) {
+        if (run_end > run_start) queue(run_start, run_end - run_start, label_base + (run_start - start), shmid);
+        run_start = at;
+        run_end = at + kPageSize;
+      }
+    }
+  }
+  if (run_end > run_start) queue(run_start, run_end - run_start, label_base + (run_start - start), shmid);
+}
+
+void MemReader::queue(uint64_t remote, uint64_t len, uint64_t label, uint64_t shmid) {
+  while (len) {
+    if (used_ == cap_ || segs_.size() == IOV_MAX) flush();
+    uint64_t take = std::min<uint64_t>(len, cap_ - used_);
+    Segment* last = segs_.empty() ? nullptr : &segs_.back();
+    if (last && !split_ && last->remote + last->len == remote && last->label + last->len == label && last->shmid == shmid)
+      last->len += take;
+    else
+      segs_.push_back({remote, label, shmid, used_, take});
+    split_ = false;
+    used_ += take;
+    remote += take;
+    label += take;
+    len -= take;
+  }
+}
+
+void MemReader::read_slow(const Segment& s) {
+  // process_vm_readv first (the batch may have failed because of another
+  // segment), then /proc/PID/mem (which reads PROT_NONE memory too), then
+  // page by page, marking what cannot be read at all.
+  size_t done = 0;
+  struct iovec l = {buf_ + s.off, s.len}, r = {reinterpret_cast<void*>(s.remote), s.len};
+  ssize_t n = ::process_vm_readv(pid_, &l, 1, &r, 1, 0);
+  if (n < 0 && errno == ESRCH) fail(strf("pid %d vanished during the dump", pid_));
+  if (n > 0) done = static_cast<size_t>(n) / kPageSize * kPageSize;
+  while (done < s.len) {
+    ssize_t m = ::pread(mem_fd(), buf_ + s.off + done, s.len - done, static_cast<off_t>(s.remote + done));
+    if (m < 0 && errno == EINTR) continue;
+    if (m == 0) fail(strf("pid %d vanished during the dump", pid_));
+    if (m > 0) {
+      done += static_cast<size_t>(m) / kPageSize * kPageSize;
+      if (m % kPageSize == 0) continue;
+    }
+    // One page that nothing reads: note it and go on.
+    int err = m < 0 ? errno : EIO;
+    size_t page = (s.off + done) / kPageSize;
+    LOG_WARN("pid %d: unable to read page %#lx: %s", pid_, static_cast<unsigned long>(s.remote + done),
+             std::strerror(err));
+    bad_[page] = 1;
+    std::memset(buf_ + s.off + done, 0, kPageSize);
+    done += kPageSize;
+  }
+}
+
+void MemReader::flush() {
+  if (segs_.empty()) return;
+  struct iovec remote[IOV_MAX];
+  for (size_t i = 0; i < segs_.size(); ++i) remote[i] = {reinterpret_cast<void*>(segs_[i].remote), segs_[i].len};
+  struct iovec local = {buf_, used_};
+  ssize_t n = ::process_vm_readv(pid_, &local, 1, remote, static_cast<unsigned long>(segs_.size()), 0);
+  if (n < 0 && errno == ESRCH) fail(strf("pid %d vanished during the dump", pid_));
+  size_t ok = n > 0 ? static_cast<size_t>(n) : 0;
+  if (ok < used_) {
+    LOG_DEBUG("pid %d: process_vm_readv read %zu of %zu bytes (%s); the rest through /proc/PID/mem", pid_, ok,
+              used_, n < 0 ? std::strerror(errno) : "short");
+    for (const auto& s : segs_) {
+      if (s.off + s.len <= ok) continue;
+      Segment rest = s;
+      if (s.off < ok) {
+        size_t skip = (ok - s.off) / kPageSize * kPageSize;
+        rest.remote += skip;
+        rest.label += skip;
+        rest.off += skip;
+        rest.len -= skip;
+      }
+      read_slow(rest);
+    }
+  }
+  for (const auto& s : segs_) {
+    // Split around unreadable pages (rare) and emit.
+    size_t p0 = s.off / kPageSize, np = s.len / kPageSize, i = 0;
+    while (i < np) {
+      if (bad_[p0 + i]) {
+        bad_[p0 + i] = 0;
+        ++stats_.unreadable;
+        ++i;
+        continue;
+      }
+      size_t j = i;
+      while (j < np && !bad_[p0 + j]) ++j;
+      emit(buf_ + s.off + i * kPageSize, s.label + i * kPageSize, j - i, s.shmid);
+      i = j;
+    }
+  }
+  segs_.clear();
+  used_ = 0;
+}
+
+void MemReader::dump_object(const pb::Vma& v, Object& obj) {
+  int fd = obj.fd.get();
+  struct stat st;
+  if (::fstat(fd, &st) != 0) throw_errno("unable to stat shared object " + v.path());
+  uint64_t size = static_cast<uint64_t>(st.st_size) / kPageSize * kPageSize;
+  ++stats_.objects;
+  LOG_DEBUG("pid %d: shared object %#lx '%s' of %lu bytes", pid_, (unsigned long)v.shmid(), v.path().c_str(),
+            (unsigned long)size);
+  uint64_t at = 0;
+  while (at < size) {
+    off_t d = ::lseek(fd, static_cast<off_t>(at), SEEK_DATA);
+    if (d < 0) {
+      if (errno == ENXIO) break;  // no data past at
+      d = static_cast<off_t>(at);  // no SEEK_DATA: take everything
+    }
+    off_t h = ::lseek(fd, d, SEEK_HOLE);
+    if (h < 0) h = static_cast<off_t>(size);
+    uint64_t from = static_cast<uint64_t>(d) / kPageSize * kPageSize;
+    uint64_t to = std::min<uint64_t>((static_cast<uint64_t>(h) + kPageSize - 1) / kPageSize * kPageSize, size);
+    if (to <= from) break;
+    for (uint64_t o = from; o < to;) {
+      size_t len = std::min<uint64_t>(to - o, cap_);
+      size_t got = 0;
+      while (got < len) {
+        ssize_t n = ::pread(fd, buf_ + got, len - got, static_cast<off_t>(o + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno("unable to read shared object " + v.path());
+        if (n == 0) break;  // truncated under us: the rest reads as zeros
+        got += static_cast<size_t>(n);
+      }
+      if (got < len) std::memset(buf_ + got, 0, len - got);
+      emit(buf_, o, len / kPageSize, v.shmid());
+      o += len;
+    }
+    at = to;
+  }
+}
+
+void MemReader::emit(const char* data, uint64_t label, uint64_t npages, uint64_t shmid) {
+  pb::PageRun run;
+  run.set_pid(static_cast<uint32_t>(pid_));
+  run.set_shmid(shmid);
+  uint64_t i = 0;
+  while (i < npages) {
+    bool zero = page_is_zero(data + i * kPageSize);
+    uint64_t j = i + 1;
+    while (j < npages && page_is_zero(data + j * kPageSize) == zero) ++j;
+    run.set_addr(label + i * kPageSize);
+    run.set_npages(static_cast<uint32_t>(j - i));
+    run.set_has_payload(!zero);
+    if (zero) {
+      ++stats_.zero_runs;
+      stats_.zero_pages += j - i;
+      w_.pages(run, nullptr, 0);
+    } else {
+      ++stats_.runs;
+      stats_.pages += j - i;
+      struct iovec iov = {const_cast<char*>(data + i * kPageSize), (j - i) * kPageSize};
+      w_.pages(run, &iov, 1);
+    }
+    LOG_DEBUG("pid %d run %s%#lx +%lu pages%s", pid_, shmid ? "shm offset " : "", (unsigned long)run.addr(),
+              (unsigned long)(j - i), zero ? " (zeros)" : "");
+    i = j;
+  }
+}
+
+int run_memread(const MemreadOptions& o, int in_fd, int out_fd) {
+  if (o.pid) {
+    if (o.pid < 0 || !pid_alive(o.pid)) fail(strf("pid %d: no such process", o.pid));
+    std::vector<pid_t> pids = o.tree ? list_tree(o.pid) : std::vector<pid_t>{o.pid};
+    StreamWriter w(out_fd);
+    pb::Header h = make_header("ck-memread");
+    h.set_root_pid(static_cast<uint32_t>(o.pid));
+    w.header(h);
+    for (pid_t pid : pids) {
+      Stat st;
+      try {
+        st = read_stat(pid);
+      } catch (const Error&) {
+        fail(strf("pid %d: no such process", pid));
+      }
+      pb::Frame f;
+      f.set_pid(static_cast<uint32_t>(pid));
+      auto* p = f.mutable_process();
+      p->set_pid(static_cast<uint32_t>(pid));
+      p->set_ppid(static_cast<uint32_t>(st.u(4)));
+      p->set_comm(st.comm);
+      w.frame(f);
+    }
+    MemReader m(w, o.buffer_bytes);
+    m.dump(pids);
+    w.finish();
+    return 0;
+  }
+  if (isatty(in_fd)) usage_error("no stream on stdin and no -t PID (see ck-memread --help)");
+  StreamReader r(in_fd);
+  StreamWriter w(out_fd);
+  pb::Header h = r.header();
+  h.add_writers(std::string("ck-memread ") + kVersion);
+  w.header(h);
+  std::vector<pid_t> pids;
+  forward_frames(r, w, [&](const pb::Frame& f) {
+    if (f.has_header()) return false;
+    if (f.has_process() && std::find(pids.begin(), pids.end(), static_cast<pid_t>(f.process().pid())) == pids.end())
+      pids.push_back(static_cast<pid_t>(f.process().pid()));
+    return true;
+  });
+  MemReader m(w, o.buffer_bytes);
+  m.dump(pids);
+  w.finish();
+  return 0;
+}
+
+}  // namespace ck

@@ -1,0 +1,107 @@
+// ck-memread's engine: memory layout and page contents of processes, read
+// from outside through process_vm_readv (or /proc/PID/mem) into one bounded,
+// reused buffer and written out as PageRun frames straight from it.
+//
+// What carries contents: private anonymous memory (incl. heap and stack),
+// the modified (COW) pages of private file mappings, and shared memory
+// objects (shared anonymous, SysV shm, memfd), the latter once per object
+// however many VMAs of however many processes map it.  Present pages are
+// found with the PAGEMAP_SCAN ioctl (Linux 6.7+) or, failing that, by
+// reading /proc/PID/pagemap.  Unpopulated pages are skipped; present pages
+// that hold only zeros become zero runs without payload.
+#pragma once
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "fd.h"
+#include "stream.h"
+
+namespace ck {
+
+struct MemreadOptions {
+  pid_t pid = 0;                   // 0: pipeline mode (stdin is a stream)
+  bool tree = false;               // with pid: every descendant too
+  size_t buffer_bytes = 4u << 20;  // the one page buffer
+};
+
+// The whole tool: returns the exit status or throws Error.
+int run_memread(const MemreadOptions& o, int in_fd, int out_fd);
+
+// pid and every descendant (through /proc/PID/task/*/children), parents first.
+std::vector<pid_t> list_tree(pid_t root);
+
+// Identity of a shared memory object mapped by v ((dev << 48) ^ ino, never 0).
+uint64_t shm_object_id(const pb::Vma& v);
+
+// True if every byte of the 4 KiB page p is zero (stops at the first
+// non-zero word).
+bool page_is_zero(const void* p);
+
+struct MemStats {
+  uint64_t vmas = 0;
+  uint64_t runs = 0;          // payload runs
+  uint64_t zero_runs = 0;
+  uint64_t pages = 0;         // pages sent with payload
+  uint64_t zero_pages = 0;    // present pages that were all zeros
+  uint64_t unreadable = 0;    // present pages neither read path could read
+  uint64_t objects = 0;       // shared objects dumped
+};
+
+class MemReader {
+ public:
+  MemReader(StreamWriter& w, size_t buffer_bytes);
+  ~MemReader();
+  MemReader(const MemReader&) = delete;
+  MemReader& operator=(const MemReader&) = delete;
+  // Writes, for each pid in order, a MemLayout frame and its PageRun frames.
+  // Shared objects are dumped with the first VMA (in pid order, then address
+  // order) that maps them.
+  void dump(const std::vector<pid_t>& pids);
+  const MemStats& stats() const { return stats_; }
+  // Tests: skip PAGEMAP_SCAN and read /proc/PID/pagemap instead.
+  void use_pagemap_file() { scan_ioctl_ = false; }
+
+ private:
+  struct Segment {        // one piece of the buffer
+    uint64_t remote;      // address in the target
+    uint64_t label;       // PageRun.addr (address, or offset into the object)
+    uint64_t shmid;
+    size_t off, len;      // in the buffer
+  };
+  struct Object {
+    ScopedFd fd;          // the object through /proc/PID/map_files (if it opened)
+    pid_t owner = 0;
+    uint64_t start = 0;   // owner VMA's start
+  };
+
+  void dump_process(pid_t pid, std::vector<pb::Vma>& vmas);
+  // Finds present pages of [start, end) and queues them; anon_only skips
+  // file-backed (page cache) pages.
+  void scan(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base, uint64_t shmid);
+  void scan_pagemap_file(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base, uint64_t shmid);
+  void queue(uint64_t remote, uint64_t len, uint64_t label, uint64_t shmid);
+  void flush();
+  void read_slow(const Segment& s);  // /proc/PID/mem, page by page if need be
+  void dump_object(const pb::Vma& v, Object& obj);
+  void emit(const char* data, uint64_t label, uint64_t npages, uint64_t shmid);
+  int mem_fd();
+
+  StreamWriter& w_;
+  char* buf_;
+  size_t cap_;
+  std::vector<Segment> segs_;
+  size_t used_ = 0;
+  bool split_ = true;  // the next queued range starts a new segment (a new VMA)
+  std::vector<uint8_t> bad_;  // per buffer page: unreadable
+  pid_t pid_ = 0;
+  ScopedFd pagemap_, mem_;
+  bool scan_ioctl_ = true;
+  std::map<uint64_t, Object> objects_;
+  MemStats stats_;
+};
+
+}  // namespace ck

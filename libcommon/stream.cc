@@ -123,6 +123,9 @@ bool StreamReader::next(pb::Frame* f) {
                                                    (unsigned long long)trailer_.frames(), (unsigned long long)frames_));
     if (trailer_.payload_bytes() != payload_total_) corrupt("trailer payload byte count does not match");
     if (trailer_.checksum() != before) corrupt("checksum mismatch (stream corrupted)");
+    // Nothing may follow the trailer (two streams glued together are not one).
+    char extra;
+    if (fill(&extra, 1) != 0) corrupt("data after the trailer");
     done_ = true;
     return false;
   }

@@ -1,0 +1,123 @@
+// The image directory: a stream stored in a directory so that page runs can
+// be read at random (pread) or mmapped.  See man/ck-store.1.
+//
+//   DIR/frames.img  the stream with every page payload cut out: the magic,
+//                   then each frame as on the wire (u32 LE length + bytes),
+//                   the trailer frame last.  Byte-exact copies of the input.
+//   DIR/pages.img   the page payloads, concatenated in stream order.  Each is
+//                   a whole number of pages, so each starts page-aligned; the
+//                   offset of a run is the sum of the payloads before it.
+//   DIR/manifest    written last; an image without it does not exist:
+//                     ck-image 1
+//                     frames.img SIZE CK64
+//                     pages.img SIZE
+//                     checksum CK64          (the stream trailer's checksum)
+//
+// Put writes temporary files and renames them in place only after the whole
+// input stream (its trailer checksum included) has been verified.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ck.pb.h"
+#include "ck64.h"
+#include "fd.h"
+#include "stream.h"
+
+namespace ck {
+
+constexpr char kFramesFile[] = "frames.img";
+constexpr char kPagesFile[] = "pages.img";
+constexpr char kManifestFile[] = "manifest";
+constexpr uint32_t kImageVersion = 1;
+
+// Stores the stream read from r into dir (created if missing, mode 0700).
+// Refuses (status 1) when dir already holds an image unless replace.  On any
+// error nothing is left in dir but what was there before.
+void stream_to_image(StreamReader& r, const std::string& dir, bool replace = false);
+
+// Writes the stream stored in dir to out_fd, byte-identical to the one that
+// was put.  A corrupt image gives status 3; the trailer is then not written,
+// so a reader downstream sees a truncated stream too.
+void image_to_stream(const std::string& dir, int out_fd);
+
+// An image set opened for reading; validated on open (status 3 when not an
+// image, corrupt, or of a newer version).
+class ImageSet {
+ public:
+  static ImageSet open(const std::string& dir);
+  ImageSet(ImageSet&&) = default;
+  ImageSet& operator=(ImageSet&&) = default;
+
+  // Frames in stream order, header first, the trailer not included.
+  bool next(pb::Frame* f);
+  void rewind();
+  const std::string& raw() const { return raw_; }  // the last frame, serialized
+  // For the last PageRun with payload returned by next(): where its payload
+  // starts in pages.img, and its length in bytes.
+  uint64_t payload_offset() const { return payload_off_; }
+  uint64_t payload_size() const { return payload_len_; }
+  // Sequential reading of that payload, like StreamReader::read_payload.
+  void read_payload(void* dst, size_t len);
+  uint64_t payload_left() const { return payload_left_; }
+  // pread of pages.img, exact or status 3.
+  void read_pages(void* dst, size_t len, uint64_t off) const;
+
+  int pages_fd() const { return pages_.get(); }
+  uint64_t pages_size() const { return pages_size_; }
+  const pb::Header& header() const { return header_; }
+  const pb::Trailer& trailer() const { return trailer_; }
+  const std::string& trailer_raw() const { return trailer_raw_; }
+  const std::string& dir() const { return dir_; }
+
+  // Reads every page and recomputes the stream checksum; status 3 when it
+  // does not match the trailer.  Rewinds.
+  void verify();
+
+ private:
+  ImageSet() = default;
+  bool read_frame(std::string* out);  // false at end of frames.img
+  void fill(void* dst, size_t len, const char* where);
+  [[noreturn]] void corrupt(const std::string& why) const;
+
+  std::string dir_;
+  ScopedFd frames_, pages_;
+  uint64_t frames_size_ = 0, pages_size_ = 0;
+  std::vector<char> buf_;
+  size_t pos_ = 0, end_ = 0;
+  uint64_t off_ = 0;  // read offset in frames.img
+  std::string raw_, trailer_raw_;
+  pb::Header header_;
+  pb::Trailer trailer_;
+  uint64_t frames_read_ = 0;
+  bool done_ = false;
+  uint64_t next_payload_ = 0;  // offset of the next payload in pages.img
+  uint64_t payload_off_ = 0, payload_len_ = 0, payload_left_ = 0;
+};
+
+// Writes a stream from raw parts, byte-exact: the magic, serialized frames,
+// page payloads, and either a computed trailer or a stored one.
+class RawStreamOut {
+ public:
+  explicit RawStreamOut(int fd);  // refuses (status 2) a terminal
+  void magic();
+  void frame(const std::string& raw);
+  void payload(const void* p, size_t n);
+  void finish();                                   // a trailer from the counts
+  void finish_with(const std::string& raw_trailer);  // a stored trailer frame
+  uint64_t frames() const { return frames_; }
+  uint64_t payload_bytes() const { return payload_; }
+  uint64_t checksum() const { return sum_.digest(); }
+
+ private:
+  void put(const void* p, size_t n, bool sum = true);
+  void flush();
+  int fd_;
+  std::vector<char> buf_;
+  size_t len_ = 0;
+  uint64_t frames_ = 0, payload_ = 0;
+  Ck64 sum_;
+};
+
+}  // namespace ck

@@ -1,0 +1,182 @@
+#!/usr/bin/env bats
+# ck-crit: decode/encode round trip, show, info, sum, and bad input.
+load helpers
+
+MK="$CK_TOP/build/unit/mkstream"
+
+flip() {
+  python3 -c 'import sys; d = bytearray(open(sys.argv[1], "rb").read()); d[int(sys.argv[2])] ^= 0x40; sys.stdout.buffer.write(d)' "$1" "$2"
+}
+
+bad_streams() {
+  mkdir -p "$T/bad"
+  local size cut
+  size=$(stat -c %s "$T/s.ck")
+  for cut in 4 8 13 100 600 $((size / 2)) $((size - 10)) $((size - 1)); do
+    head -c "$cut" "$T/s.ck" > "$T/bad/cut-$cut.ck"
+  done
+  flip "$T/s.ck" 20 > "$T/bad/flip-frame.ck"
+  flip "$T/s.ck" $((size / 2)) > "$T/bad/flip-payload.ck"
+  head -c 5000 /dev/urandom > "$T/bad/garbage.ck"
+  : > "$T/bad/empty.ck"
+  "$MK" --major 2 "$T/bad/newer.ck" 2>/dev/null
+  printf '\211CKSTRM\n\377\377\377\177' > "$T/bad/huge-frame.ck"
+}
+
+@test "decode | encode gives back the same bytes, from a stream and an image" {
+  "$MK" "$T/s.ck" 2>/dev/null
+  ck-crit decode < "$T/s.ck" > "$T/s.json"
+  ck-crit encode < "$T/s.json" > "$T/re.ck"
+  cmp "$T/s.ck" "$T/re.ck"
+  ck-store put -D "$T/img" < "$T/s.ck"
+  ck-crit decode -D "$T/img" > "$T/i.json"
+  cmp "$T/s.json" "$T/i.json"
+  # and a second time: decode is deterministic
+  ck-crit decode < "$T/re.ck" | cmp - "$T/s.json"
+  # map entries (the cgroup frame) come in any order from a writer
+  for i in 1 2 3 4 5; do
+    "$MK" "$T/m.ck" 2>/dev/null
+    ck-crit decode < "$T/m.ck" | ck-crit encode | cmp - "$T/m.ck"
+  done
+}
+
+@test "decode writes one JSON document with every frame and payload" {
+  "$MK" "$T/s.ck" 2>/dev/null
+  ck-crit decode < "$T/s.ck" > "$T/s.json"
+  run python3 - "$T/s.json" <<'PY'
+import base64, json, sys
+d = json.load(open(sys.argv[1]))
+fr = d["frames"]
+print(len(fr), d["trailer"]["frames"], d["trailer"]["payload_bytes"])
+print(fr[0]["frame"]["header"]["root_pid"], fr[1]["frame"]["process"]["comm"])
+pay = sum(len(base64.b64decode(f["payload"])) for f in fr if "payload" in f)
+print(pay, "raw" in fr[-1], fr[-1]["frame"])
+PY
+  assert_success
+  # 22 frames; the frame of an unknown kind keeps its raw bytes
+  assert_output $'22 22 1253376\n100 sample\n1253376 True {\'pid\': 100}'
+}
+
+@test "encode builds a stream from hand-written JSON" {
+  page=$(head -c 4096 /dev/zero | tr '\0' 'A' | base64 -w0)
+  cat > "$T/h.json" <<EOF2
+{"frames": [
+ {"frame": {"header": {"major": 1, "page_size": 4096, "root_pid": 7, "writers": ["by hand"]}}},
+ {"frame": {"pid": 7, "process": {"pid": 7, "comm": "hand"}}},
+ {"frame": {"pid": 7, "pages": {"pid": 7, "addr": "0x1000", "npages": 1, "has_payload": true}},
+  "payload": "$page"},
+ {"frame": {"pid": 7, "pages": {"pid": 7, "addr": 8192, "npages": 2}}}
+]}
+EOF2
+  # protobuf JSON wants decimal for uint64 strings
+  sed -i 's/"0x1000"/"4096"/' "$T/h.json"
+  ck-crit encode < "$T/h.json" > "$T/h.ck"
+  run ck-crit info < "$T/h.ck"
+  assert_success
+  assert_line "writers:       by hand"
+  assert_line "frames:        4"
+  assert_line "payload bytes: 4096"
+  # 'A' * 4096 then 8192 zero bytes
+  want=$(python3 -c '
+h = 0xcbf29ce484222325
+for b in b"A" * 4096 + bytes(8192):
+    h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+print(hex(h))')
+  run ck-crit sum --pid 7 --addr 0x1000 --len 12288 < "$T/h.ck"
+  assert_output "$want"
+}
+
+@test "encode refuses bad JSON with status 3" {
+  h='{"frame": {"header": {"major": 1, "page_size": 4096}}}'
+  for doc in \
+      '' \
+      '{"frames": []}' \
+      '{"frames": [{"frame": {"pid": 1}}]}' \
+      "{\"frames\": [$h, {\"frame\": {\"pages\": {\"addr\": \"4096\", \"npages\": 1, \"has_payload\": true}}}]}" \
+      "{\"frames\": [$h, {\"frame\": {\"pages\": {\"addr\": \"4096\", \"npages\": 1, \"has_payload\": true}}, \"payload\": \"QUFB\"}]}" \
+      "{\"frames\": [$h, {\"frame\": {\"note\": {}}, \"payload\": \"QUFB\"}]}" \
+      "{\"frames\": [$h, {\"frame\": {\"note\": {}}, \"raw\": \"not base64!\"}]}" \
+      "{\"frames\": [$h, {\"frame\": {\"no_such_field\": 1}}]}" \
+      "{\"frames\": [$h, {\"frame\": {\"trailer\": {}}}]}" \
+      "{\"frames\": [$h]} trailing" \
+      "{\"frames\": [$h" ; do
+    run sh -c 'printf %s "$1" | ck-crit encode > /dev/null' _ "$doc"
+    echo "# $doc: $status $output"
+    [ "$status" -eq 3 ]
+    [[ "$output" == "ck-crit: "* ]]
+  done
+}
+
+@test "show lists processes, threads, fds, VMAs and page counts" {
+  "$MK" "$T/s.ck" 2>/dev/null
+  run ck-crit show < "$T/s.ck"
+  assert_success
+  assert_line --partial "stream 1.0 by mkstream 0.1"
+  assert_line "process 100 (sample) ppid 1 pgid 0 sid 0, 2 threads"
+  assert_line "  thread 101 worker"
+  assert_line "  fd 2 -> PIPE pipe:[4242] flags 0 cloexec"
+  assert_line --regexp '^  vma 000000400000-000000410000 r-xp FILE_PRIVATE +/usr/bin/sample$'
+  assert_line "  pages: 4 runs, 6 with data (24576 bytes), 1 zero"
+  assert_line "process 102 (child) ppid 100 pgid 0 sid 0, 1 threads"
+  assert_line "  pages: 2 runs, 300 with data (1228800 bytes), 4 zero"
+  assert_line "1 frames of kinds this ck does not know (kept as they are)"
+  assert_line --partial "trailer: 22 frames, 1253376 payload bytes"
+}
+
+@test "info shows header and trailer facts, from a stream and an image" {
+  "$MK" "$T/s.ck" 2>/dev/null
+  run ck-crit info < "$T/s.ck"
+  assert_success
+  assert_line "format:        1.0"
+  assert_line "hostname:      testhost"
+  assert_line "root pid:      100"
+  assert_line "frames:        22"
+  assert_line --regexp '^checksum:      0x[0-9a-f]{16} ok$'
+  ck-store put -D "$T/img" < "$T/s.ck"
+  run ck-crit info -D "$T/img"
+  assert_success
+  assert_line "frames:        22"
+  # a changed page in the image is found by info -D
+  flip "$T/img/pages.img" 100 > "$T/p" && cat "$T/p" > "$T/img/pages.img"
+  run ck-crit info -D "$T/img"
+  assert_failure 3
+  assert_output --partial "checksum mismatch"
+}
+
+@test "sum matches the memory the stream describes" {
+  "$MK" "$T/s.ck" 2> "$T/facts"
+  ck-store put -D "$T/img" < "$T/s.ck"
+  n=0
+  while read -r _ pid addr len want; do
+    run ck-crit sum --pid "$pid" --addr "$addr" --len "$len" < "$T/s.ck"
+    assert_output "$want"
+    run ck-crit sum -D "$T/img" --pid "$pid" --addr "$addr" --len "$len"
+    assert_output "$want"
+    n=$((n + 1))
+  done < "$T/facts"
+  [ "$n" -eq 6 ]
+  run ck-crit sum --pid 4242 --addr 0 --len 1 < "$T/s.ck"
+  assert_failure 1
+  assert_output --partial "pid 4242 is not in the image"
+  run ck-crit sum --pid 100 --addr zz --len 1 < "$T/s.ck"
+  assert_failure 2
+}
+
+@test "decode and info on bad streams: status 3 and a message" {
+  "$MK" "$T/s.ck" 2>/dev/null
+  bad_streams
+  for f in "$T"/bad/*.ck; do
+    for cmd in decode info show; do
+      run sh -c 'ck-crit "$1" < "$2" > /dev/null' _ "$cmd" "$f"
+      echo "# $cmd $f: $status $output"
+      [ "$status" -eq 3 ]
+      [[ "$output" == "ck-crit: stdin: "* ]]
+    done
+  done
+  run ck-crit info < "$T/bad/flip-payload.ck"
+  assert_output --partial "checksum mismatch"
+  run ck-crit info < "$T/bad/newer.ck"
+  assert_output --partial "version 2.0 is newer than this ck reads (1.0)"
+  run ck-crit decode < "$T/bad/huge-frame.ck"
+  assert_output --partial "over the 16777216 limit"
+}

@@ -1,0 +1,259 @@
+// show, info and sum: readable views of a stream or image set.
+#include <sys/mman.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <map>
+#include <vector>
+
+#include "crit.h"
+#include "error.h"
+#include "stream.h"
+
+namespace crit {
+
+namespace pb = ck::pb;
+using ck::strf;
+
+namespace {
+
+std::string join_writers(const pb::Header& h) {
+  std::string s;
+  for (const auto& w : h.writers()) s += (s.empty() ? "" : ", ") + w;
+  return s.empty() ? "-" : s;
+}
+
+std::string when(uint64_t ns) {
+  if (!ns) return "-";
+  time_t t = static_cast<time_t>(ns / 1000000000ull);
+  struct tm tm;
+  char b[64];
+  gmtime_r(&t, &tm);
+  strftime(b, sizeof b, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return b;
+}
+
+std::string prot_str(uint32_t prot, uint32_t flags) {
+  std::string s = "---p";
+  if (prot & PROT_READ) s[0] = 'r';
+  if (prot & PROT_WRITE) s[1] = 'w';
+  if (prot & PROT_EXEC) s[2] = 'x';
+  if (flags & MAP_SHARED) s[3] = 's';
+  return s;
+}
+
+// Drains the source, discarding payloads: reading on verifies a stream.
+void drain(Source& s) {
+  pb::Frame f;
+  while (s.next(&f)) {
+  }
+}
+
+}  // namespace
+
+int info(Source& s) {
+  pb::Frame f;
+  pb::Header h;
+  if (s.next(&f)) h = f.header();
+  drain(s);
+  s.verify();
+  const auto& t = s.trailer();
+  std::printf("format:        %u.%u\n", h.major(), h.minor());
+  std::printf("writers:       %s\n", join_writers(h).c_str());
+  std::printf("kernel:        %s (%s)\n", h.kernel().c_str(), h.machine().c_str());
+  std::printf("hostname:      %s\n", h.hostname().c_str());
+  std::printf("page size:     %u\n", h.page_size());
+  std::printf("created:       %s\n", when(h.created_ns()).c_str());
+  std::printf("root pid:      %u\n", h.root_pid());
+  std::printf("incremental:   %s\n", h.incremental() ? "yes" : "no");
+  std::printf("frames:        %" PRIu64 "\n", t.frames());
+  std::printf("payload bytes: %" PRIu64 "\n", t.payload_bytes());
+  std::printf("checksum:      %#018" PRIx64 " ok\n", t.checksum());
+  return 0;
+}
+
+namespace {
+struct Task {
+  bool has_process = false;
+  pb::Process proc;
+  std::vector<pb::Thread> threads;
+  std::vector<pb::Fd> fds;
+  std::vector<pb::Vma> vmas;
+  uint64_t runs = 0, pages = 0, zero_pages = 0, shared_pages = 0;
+};
+}  // namespace
+
+int show(Source& s) {
+  pb::Frame f;
+  pb::Header h;
+  std::vector<uint32_t> order;
+  std::map<uint32_t, Task> tasks;
+  std::map<uint32_t, pb::FileDesc> files;
+  std::vector<pb::Cgroup> cgroups;
+  std::vector<pb::Note> notes;
+  uint64_t unknown = 0, sockets = 0;
+  auto task = [&](uint32_t pid) -> Task& {
+    auto it = tasks.find(pid);
+    if (it != tasks.end()) return it->second;
+    order.push_back(pid);
+    return tasks[pid];
+  };
+  while (s.next(&f)) {
+    switch (f.body_case()) {
+      case pb::Frame::kHeader: h = f.header(); break;
+      case pb::Frame::kProcess: {
+        Task& t = task(f.process().pid());
+        t.has_process = true;
+        t.proc = f.process();
+        break;
+      }
+      case pb::Frame::kThread: task(f.thread().pid()).threads.push_back(f.thread()); break;
+      case pb::Frame::kFile: files[f.file().id()] = f.file(); break;
+      case pb::Frame::kFd: task(f.fd().pid()).fds.push_back(f.fd()); break;
+      case pb::Frame::kMm: {
+        Task& t = task(f.mm().pid());
+        t.vmas.assign(f.mm().vmas().begin(), f.mm().vmas().end());
+        break;
+      }
+      case pb::Frame::kPages: {
+        const auto& p = f.pages();
+        Task& t = task(p.pid() ? p.pid() : f.pid());
+        ++t.runs;
+        if (!p.has_payload())
+          t.zero_pages += p.npages();
+        else if (p.shmid())
+          t.shared_pages += p.npages();
+        else
+          t.pages += p.npages();
+        break;
+      }
+      case pb::Frame::kSocket: ++sockets; break;
+      case pb::Frame::kCgroup: cgroups.push_back(f.cgroup()); break;
+      case pb::Frame::kNote: notes.push_back(f.note()); break;
+      default: ++unknown; break;
+    }
+  }
+  s.verify();
+  std::printf("stream %u.%u by %s; kernel %s %s, host %s, page size %u, root pid %u, created %s%s\n", h.major(),
+              h.minor(), join_writers(h).c_str(), h.kernel().c_str(), h.machine().c_str(), h.hostname().c_str(),
+              h.page_size(), h.root_pid(), when(h.created_ns()).c_str(), h.incremental() ? ", incremental" : "");
+  for (uint32_t pid : order) {
+    const Task& t = tasks[pid];
+    if (t.has_process)
+      std::printf("\nprocess %u (%s) ppid %u pgid %u sid %u, %d threads\n", pid, t.proc.comm().c_str(), t.proc.ppid(),
+                  t.proc.pgid(), t.proc.sid(), t.proc.tids_size());
+    else
+      std::printf("\nprocess %u (no process frame)\n", pid);
+    if (t.has_process && !t.proc.exe().empty()) std::printf("  exe %s\n", t.proc.exe().c_str());
+    for (const auto& th : t.threads) std::printf("  thread %u %s\n", th.tid(), th.comm().c_str());
+    for (const auto& fd : t.fds) {
+      auto it = files.find(fd.desc());
+      if (it == files.end()) {
+        std::printf("  fd %d -> file %u (missing)%s\n", fd.fd(), fd.desc(), fd.cloexec() ? " cloexec" : "");
+        continue;
+      }
+      const auto& d = it->second;
+      std::string kind = pb::FileKind_Name(d.kind());
+      if (kind.rfind("FILE_", 0) == 0) kind = kind.substr(5);
+      std::printf("  fd %d -> %s %s flags %#o%s%s\n", fd.fd(), kind.c_str(), d.path().c_str(), d.flags(),
+                  d.deleted() ? " (deleted)" : "", fd.cloexec() ? " cloexec" : "");
+    }
+    for (const auto& v : t.vmas) {
+      std::string kind = pb::VmaKind_Name(v.kind());
+      if (kind.rfind("VMA_", 0) == 0) kind = kind.substr(4);
+      std::printf("  vma %012" PRIx64 "-%012" PRIx64 " %s %-12s %s\n", v.start(), v.end(),
+                  prot_str(v.prot(), v.flags()).c_str(), kind.c_str(), v.path().c_str());
+    }
+    std::printf("  pages: %" PRIu64 " runs, %" PRIu64 " with data (%" PRIu64 " bytes), %" PRIu64 " zero",
+                t.runs, t.pages, t.pages * ck::kPageSize, t.zero_pages);
+    if (t.shared_pages) std::printf(", %" PRIu64 " of shared objects", t.shared_pages);
+    std::printf("\n");
+  }
+  if (!cgroups.empty()) std::printf("\n");
+  for (const auto& c : cgroups) {
+    std::printf("cgroup %s:", c.path().c_str());
+    for (uint32_t p : c.procs()) std::printf(" %u", p);
+    std::printf("\n");
+    std::map<std::string, std::string> sorted(c.settings().begin(), c.settings().end());
+    for (const auto& [k, v] : sorted) std::printf("  %s = %s\n", k.c_str(), v.c_str());
+  }
+  for (const auto& n : notes) std::printf("note from %s: %s\n", n.stage().c_str(), n.text().c_str());
+  if (sockets) std::printf("%" PRIu64 " socket frames\n", sockets);
+  if (unknown) std::printf("%" PRIu64 " frames of kinds this ck does not know (kept as they are)\n", unknown);
+  const auto& t = s.trailer();
+  std::printf("trailer: %" PRIu64 " frames, %" PRIu64 " payload bytes, checksum %#018" PRIx64 " ok\n", t.frames(),
+              t.payload_bytes(), t.checksum());
+  return 0;
+}
+
+// ---- sum ------------------------------------------------------------------
+
+int sum(Source& s, uint32_t pid, uint64_t addr, uint64_t len) {
+  if (addr + len < addr) ck::usage_error("--addr + --len wraps around");
+  std::vector<unsigned char> mem(len);  // zero: what no run covers
+  std::vector<pb::Vma> vmas;
+  std::vector<char> chunk;
+  bool seen = false;
+  pb::Frame f;
+  // Where the bytes [0, run length) of a run land in the process.
+  struct Place {
+    uint64_t from, len, at;
+  };
+  std::vector<Place> places;
+  while (s.next(&f)) {
+    if (f.pid() == pid) seen = true;
+    if (f.has_mm() && f.mm().pid() == pid) vmas.assign(f.mm().vmas().begin(), f.mm().vmas().end());
+    if (!f.has_pages()) continue;
+    const auto& p = f.pages();
+    if ((p.pid() ? p.pid() : f.pid()) != pid && p.shmid() == 0) continue;
+    uint64_t rlen = uint64_t{p.npages()} * ck::kPageSize;
+    places.clear();
+    if (p.shmid() == 0) {
+      places.push_back({0, rlen, p.addr()});
+    } else {
+      // addr is an offset into the shared object; map it through this
+      // process's VMAs of that object (those seen so far).
+      for (const auto& v : vmas) {
+        if (v.shmid() != p.shmid()) continue;
+        uint64_t lo = std::max(p.addr(), v.pgoff());
+        uint64_t hi = std::min(p.addr() + rlen, v.pgoff() + (v.end() - v.start()));
+        if (lo < hi) places.push_back({lo - p.addr(), hi - lo, v.start() + (lo - v.pgoff())});
+      }
+    }
+    // Keep only the parts inside [addr, addr + len).
+    std::vector<Place> hit;
+    for (const auto& pl : places) {
+      uint64_t lo = std::max(pl.at, addr), hi = std::min(pl.at + pl.len, addr + len);
+      if (lo < hi) hit.push_back({pl.from + (lo - pl.at), hi - lo, lo});
+    }
+    if (hit.empty()) continue;
+    if (!p.has_payload()) {
+      for (const auto& h : hit) std::fill_n(mem.begin() + (h.at - addr), h.len, 0);
+      continue;
+    }
+    if (chunk.empty()) chunk.resize(1 << 20);
+    uint64_t done = 0;
+    while (s.payload_left()) {
+      size_t n = std::min<uint64_t>(s.payload_left(), chunk.size());
+      s.read_payload(chunk.data(), n);
+      for (const auto& h : hit) {
+        uint64_t lo = std::max(h.from, done), hi = std::min(h.from + h.len, done + n);
+        if (lo < hi) std::copy_n(chunk.data() + (lo - done), hi - lo, mem.begin() + (h.at + (lo - h.from) - addr));
+      }
+      done += n;
+    }
+  }
+  s.verify();
+  if (!seen) ck::fail(strf("pid %u is not in the image", pid));
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : mem) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  std::printf("%#lx\n", static_cast<unsigned long>(h));
+  return 0;
+}
+
+}  // namespace crit

@@ -1,0 +1,412 @@
+// Restore side of file descriptors.  Every description is opened once in the
+// restorer at a high fd number; the forked tasks inherit them and install()
+// moves each to its target number.  Kernel facts this relies on:
+//  - a second description of a pipe end, memfd or unlinked file is had by
+//    opening /proc/self/fd/N: it refers to the same inode;
+//  - inotify hands out watch descriptors cyclically (last + 1), so a wanted
+//    wd is reached by adding and removing a throwaway watch; each removal
+//    queues an IN_IGNORED event, drained before the fd is handed on;
+//  - epoll registers a target under (file, fd number), so targets can only be
+//    added once the task's fd numbers are in place (install()).
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+
+#include "error.h"
+#include "fd.h"
+#include "files.h"
+#include "log.h"
+
+CK_LOG_MODULE("files");
+
+#ifndef TFD_IOC_SET_TICKS
+#define TFD_IOC_SET_TICKS _IOW('T', 0, uint64_t)
+#endif
+
+namespace ck {
+namespace {
+
+constexpr int kMaxTargetFd = 1 << 20;
+constexpr uint32_t kOpenFlagMask = O_ACCMODE | O_APPEND | O_NONBLOCK | O_DSYNC | O_SYNC | O_DIRECT | O_NOATIME |
+                                   O_LARGEFILE | O_DIRECTORY | O_PATH | O_NOFOLLOW;
+constexpr uint32_t kStatusFlagMask = O_APPEND | O_NONBLOCK | O_NOATIME;  // what F_SETFL may change here
+
+std::string inode_key(const pb::FileDesc& d) {
+  return strf("%d:%llu:%llu", static_cast<int>(d.kind()), static_cast<unsigned long long>(d.dev()),
+              static_cast<unsigned long long>(d.kind() == pb::FILE_PIPE || d.kind() == pb::FILE_FIFO ? d.pipe_id() : d.ino()));
+}
+
+void write_all_nb(int fd, const std::string& data, const std::string& what) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) fail(strf("%s: %zu bytes of data do not fit in the pipe", what.c_str(), data.size()));
+      throw_errno(what);
+    }
+    off += static_cast<size_t>(n);
+  }
+}
+
+void set_status_flags(int fd, uint32_t flags, const std::string& what) {
+  int cur = ::fcntl(fd, F_GETFL);
+  if (cur < 0) throw_errno(what);
+  int want = (cur & ~static_cast<int>(kStatusFlagMask)) | static_cast<int>(flags & kStatusFlagMask);
+  if (want != cur && ::fcntl(fd, F_SETFL, want) < 0) throw_errno(what);
+}
+
+}  // namespace
+
+FileRestorer::~FileRestorer() { close_all(); }
+
+std::string FileRestorer::who(uint32_t id) const {
+  auto it = first_fd_.find(id);
+  if (it == first_fd_.end()) return strf("description %u", id);
+  return strf("fd %d of pid %d", it->second.second, it->second.first);
+}
+
+int FileRestorer::place(int fd) {
+  int n = ::fcntl(fd, F_DUPFD, next_);
+  int err = errno;
+  ::close(fd);
+  if (n < 0) throw_errno(strf("unable to move a restored fd to %d or above", next_), err);
+  next_ = n + 1;
+  return n;
+}
+
+int FileRestorer::fd_of(uint32_t desc_id) const {
+  auto it = open_.find(desc_id);
+  return it == open_.end() ? -1 : it->second;
+}
+
+void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::vector<pb::Fd>& fds, int base) {
+  close_all();
+  // Validate the image before opening anything.
+  for (const auto& d : descs) {
+    if (d.id() == 0 || !desc_by_id_.emplace(d.id(), &d).second) bad_input(strf("file description %u is duplicated or zero", d.id()));
+  }
+  int max_target = -1;
+  std::set<std::pair<pid_t, int>> seen;
+  for (const auto& f : fds) {
+    if (f.fd() < 0 || f.fd() >= kMaxTargetFd) bad_input(strf("fd %d of pid %u is out of range", f.fd(), f.pid()));
+    if (!desc_by_id_.count(f.desc())) bad_input(strf("fd %d of pid %u names file description %u, which the image lacks", f.fd(), f.pid(), f.desc()));
+    if (!seen.insert({static_cast<pid_t>(f.pid()), f.fd()}).second) bad_input(strf("fd %d of pid %u appears twice", f.fd(), f.pid()));
+    first_fd_.emplace(f.desc(), std::make_pair(static_cast<pid_t>(f.pid()), f.fd()));
+    max_target = std::max(max_target, f.fd());
+  }
+  std::map<std::string, const std::string*> contents;  // inode/pipe key -> data carried by one desc
+  std::map<std::string, uint32_t> pipe_sizes;
+  for (const auto& d : descs) {
+    switch (d.kind()) {
+      case pb::FILE_SOCKET:
+        bad_input(who(d.id()) + " is a socket and the image has no socket state (run ck-sockdump)");
+      case pb::FILE_REG:
+      case pb::FILE_DIR:
+      case pb::FILE_FIFO:
+      case pb::FILE_CHR:
+        if (d.path().empty() || d.path()[0] != '/') bad_input(strf("%s has a relative or empty path '%s'", who(d.id()).c_str(), d.path().c_str()));
+        break;
+      case pb::FILE_PIPE:
+      case pb::FILE_EVENTFD:
+      case pb::FILE_EPOLL:
+      case pb::FILE_SIGNALFD:
+      case pb::FILE_TIMERFD:
+      case pb::FILE_INOTIFY:
+      case pb::FILE_MEMFD:
+        break;
+      default:
+        bad_input(strf("%s is of a kind ck cannot restore (%d)", who(d.id()).c_str(), static_cast<int>(d.kind())));
+    }
+    if (d.contents().size() > kMaxFileContents) bad_input(who(d.id()) + " carries more contents than the limit");
+    if (d.pipe_data().size() > (16u << 20)) bad_input(who(d.id()) + " carries more pipe data than a pipe holds");
+    const std::string key = inode_key(d);
+    if (!d.contents().empty() && !contents.count(key)) contents[key] = &d.contents();
+    if (!d.pipe_data().empty() && !contents.count(key)) contents[key] = &d.pipe_data();
+    pipe_sizes[key] = std::max(pipe_sizes[key], d.pipe_size());
+    if (d.kind() == pb::FILE_EPOLL) {
+      auto owner = std::make_pair(static_cast<pid_t>(d.owner_pid()), d.owner_fd());
+      bool found = false;
+      for (const auto& f : fds) found |= f.pid() == d.owner_pid() && f.fd() == d.owner_fd() && f.desc() == d.id();
+      if (!found && !d.epoll().empty()) bad_input(strf("%s: its owner fd %d of pid %u is not in the image", who(d.id()).c_str(), d.owner_fd(), d.owner_pid()));
+      for (const auto& t : d.epoll())
+        if (!seen.count({owner.first, t.tfd()}))
+          bad_input(strf("%s: epoll target fd %d is not in the image", who(d.id()).c_str(), t.tfd()));
+    }
+  }
+  next_ = std::max(base, max_target + 1);
+
+  std::string inotify_dummy;  // throwaway directory for burning inotify wds
+  try {
+    std::set<std::string> used_ends;
+    // Everything but epolls first, in id order; then epolls (targets are added by install()).
+    std::vector<const pb::FileDesc*> order;
+    for (const auto& d : descs) if (d.kind() != pb::FILE_EPOLL) order.push_back(&d);
+    for (const auto& d : descs) if (d.kind() == pb::FILE_EPOLL) order.push_back(&d);
+
+    for (const pb::FileDesc* dp : order) {
+      const pb::FileDesc& d = *dp;
+      const std::string w = who(d.id());
+      const std::string key = inode_key(d);
+      const uint32_t oflags = d.flags() & kOpenFlagMask;
+      auto nb = (d.flags() & O_NONBLOCK) != 0;
+      int fd = -1;
+      switch (d.kind()) {
+        case pb::FILE_REG:
+        case pb::FILE_MEMFD: {
+          if (d.kind() == pb::FILE_REG && !d.deleted()) {
+            fd = ::open(d.path().c_str(), static_cast<int>(oflags));
+            if (fd < 0) throw_errno("unable to open '" + d.path() + "' for " + w);
+            break;
+          }
+          auto it = inodes_.find(key);
+          if (it == inodes_.end()) {
+            int h;
+            std::string data = contents.count(key) ? *contents[key] : std::string();
+            if (d.kind() == pb::FILE_MEMFD) {
+              h = ::memfd_create(d.path().c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+              if (h < 0) throw_errno("unable to create memfd '" + d.path() + "' for " + w);
+            } else {
+              std::string dir = d.path().substr(0, d.path().rfind('/'));
+              if (dir.empty()) dir = "/";
+              h = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, d.mode() & 07777);
+              if (h < 0) {
+                LOG_INFO("recreating deleted '%s' in /tmp: %s", d.path().c_str(), std::strerror(errno));
+                h = ::open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, d.mode() & 07777);
+              }
+              if (h < 0) throw_errno("unable to recreate deleted file '" + d.path() + "' for " + w);
+            }
+            ScopedFd hold(h);
+            write_full(h, data.data(), data.size());
+            if (data.size() < d.size() && ::ftruncate(h, static_cast<off_t>(d.size())) < 0)
+              throw_errno("unable to size '" + d.path() + "' for " + w);
+            if (d.kind() == pb::FILE_MEMFD && d.rdev() != 0 && ::fcntl(h, F_ADD_SEALS, static_cast<int>(d.rdev())) < 0)
+              throw_errno(strf("unable to seal memfd '%s' for %s", d.path().c_str(), w.c_str()));
+            holders_.push_back(h);
+            it = inodes_.emplace(key, hold.extract()).first;
+          }
+          std::string again = strf("/proc/self/fd/%d", it->second);
+          fd = ::open(again.c_str(), static_cast<int>(oflags));
+          if (fd < 0) throw_errno("unable to reopen '" + d.path() + "' for " + w);
+          break;
+        }
+        case pb::FILE_DIR:
+        case pb::FILE_CHR:
+          fd = ::open(d.path().c_str(), static_cast<int>(oflags | (d.kind() == pb::FILE_CHR ? O_NOCTTY : 0)));
+          if (fd < 0) throw_errno("unable to open '" + d.path() + "' for " + w);
+          if (d.kind() == pb::FILE_CHR && d.rdev() != 0) {
+            struct stat st;
+            if (::fstat(fd, &st) == 0 && st.st_rdev != d.rdev()) {
+              ::close(fd);
+              fail(strf("unable to open '%s' for %s: it is device %u:%u, the image has %u:%u", d.path().c_str(), w.c_str(),
+                        major(st.st_rdev), minor(st.st_rdev), major(d.rdev()), minor(d.rdev())));
+            }
+          }
+          break;
+        case pb::FILE_PIPE:
+        case pb::FILE_FIFO: {
+          auto it = pipes_.find(key);
+          if (it == pipes_.end()) {
+            int pp[2];
+            if (d.kind() == pb::FILE_PIPE) {
+              if (::pipe2(pp, O_NONBLOCK | O_CLOEXEC) < 0) throw_errno("unable to create a pipe for " + w);
+            } else {
+              pp[0] = pp[1] = ::open(d.path().c_str(), O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+              if (pp[0] < 0) throw_errno("unable to open '" + d.path() + "' for " + w);
+              struct stat st;
+              if (::fstat(pp[0], &st) < 0 || !S_ISFIFO(st.st_mode)) {  // never write pipe data into a file
+                ::close(pp[0]);
+                fail("unable to open '" + d.path() + "' for " + w + ": not a FIFO");
+              }
+            }
+            holders_.push_back(pp[0]);
+            if (pp[1] != pp[0]) holders_.push_back(pp[1]);
+            it = pipes_.emplace(key, std::make_pair(pp[0], pp[1])).first;
+            uint32_t size = pipe_sizes[key];
+            int cur = ::fcntl(pp[1], F_GETPIPE_SZ);
+            if (size > 0 && cur >= 0 && static_cast<uint32_t>(cur) != size && ::fcntl(pp[1], F_SETPIPE_SZ, size) < 0)
+              LOG_WARN("unable to set the pipe size of %s to %u (keeping %d): %s", w.c_str(), size, cur, std::strerror(errno));
+            if (contents.count(key))
+              write_all_nb(pp[1], *contents[key], "unable to refill the pipe of " + w);
+          }
+          bool write_end = (d.flags() & O_ACCMODE) == O_WRONLY;
+          int end = write_end ? it->second.second : it->second.first;
+          if (d.kind() == pb::FILE_PIPE && used_ends.insert(key + (write_end ? "w" : "r")).second) {
+            fd = ::fcntl(end, F_DUPFD_CLOEXEC, 0);  // the pipe's own description
+            if (fd < 0) throw_errno("unable to duplicate the pipe for " + w);
+          } else {
+            std::string again = strf("/proc/self/fd/%d", end);
+            fd = ::open(again.c_str(), static_cast<int>((oflags & ~O_NONBLOCK) | O_NONBLOCK));
+            if (fd < 0) throw_errno("unable to open '" + (d.kind() == pb::FILE_FIFO ? d.path() : again) + "' for " + w);
+          }
+          set_status_flags(fd, d.flags(), "unable to set the flags of the pipe for " + w);
+          break;
+        }
+        case pb::FILE_EVENTFD: {
+          int f = EFD_CLOEXEC | EFD_NONBLOCK | ((d.eventfd_flags() & 1) ? EFD_SEMAPHORE : 0);
+          fd = ::eventfd(0, f);
+          if (fd < 0) throw_errno("unable to create an eventfd for " + w);
+          uint64_t c = d.eventfd_count();
+          if (c == UINT64_MAX) bad_input(w + ": eventfd count out of range");
+          if (c > 0 && ::write(fd, &c, sizeof c) != sizeof c) {
+            ::close(fd);
+            throw_errno("unable to set the eventfd count for " + w);
+          }
+          set_status_flags(fd, nb ? O_NONBLOCK : 0, "unable to set the flags of the eventfd for " + w);
+          break;
+        }
+        case pb::FILE_SIGNALFD: {
+          uint64_t mask = d.signalfd_mask();
+          fd = static_cast<int>(::syscall(SYS_signalfd4, -1, &mask, sizeof mask, SFD_CLOEXEC | (nb ? SFD_NONBLOCK : 0)));
+          if (fd < 0) throw_errno("unable to create a signalfd for " + w);
+          break;
+        }
+        case pb::FILE_TIMERFD: {
+          fd = ::timerfd_create(d.timer_clock(), TFD_CLOEXEC | (nb ? TFD_NONBLOCK : 0));
+          if (fd < 0) throw_errno(strf("unable to create a timerfd (clock %d) for %s", d.timer_clock(), w.c_str()));
+          itimerspec its = {};
+          its.it_value.tv_sec = static_cast<time_t>(d.timer_value_ns() / 1000000000);
+          its.it_value.tv_nsec = static_cast<long>(d.timer_value_ns() % 1000000000);
+          its.it_interval.tv_sec = static_cast<time_t>(d.timer_interval_ns() / 1000000000);
+          its.it_interval.tv_nsec = static_cast<long>(d.timer_interval_ns() % 1000000000);
+          if (d.timer_value_ns() != 0 && ::timerfd_settime(fd, 0, &its, nullptr) < 0) {
+            ::close(fd);
+            throw_errno("unable to arm the timerfd for " + w);
+          }
+          uint64_t ticks = d.timer_ticks();
+          if (ticks > 0 && ::ioctl(fd, TFD_IOC_SET_TICKS, &ticks) < 0)
+            LOG_WARN("unable to restore %llu expirations of the timerfd for %s: %s", static_cast<unsigned long long>(ticks),
+                     w.c_str(), std::strerror(errno));
+          break;
+        }
+        case pb::FILE_INOTIFY: {
+          fd = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+          if (fd < 0) throw_errno("unable to create an inotify instance for " + w);
+          ScopedFd guard(fd);
+          std::vector<pb::InotifyWatch> ws(d.watches().begin(), d.watches().end());
+          std::sort(ws.begin(), ws.end(), [](const auto& a, const auto& b) { return a.wd() < b.wd(); });
+          int last = 0;
+          for (const auto& wt : ws) {
+            if (wt.path().empty() || wt.path()[0] != '/') bad_input(w + ": inotify watch with a relative path");
+            // Burn watch numbers until the next one handed out is wt.wd().
+            for (int n = 0; last + 1 < wt.wd() && n < 65536; ++n) {
+              if (inotify_dummy.empty()) {
+                char tmpl[] = "/tmp/ck-inotify-XXXXXX";
+                if (!::mkdtemp(tmpl)) throw_errno("unable to create a directory in '/tmp'");
+                inotify_dummy = tmpl;
+              }
+              int k = ::inotify_add_watch(fd, inotify_dummy.c_str(), IN_ATTRIB);
+              if (k < 0) throw_errno("unable to add an inotify watch for " + w);
+              ::inotify_rm_watch(fd, k);
+              last = k;
+            }
+            int got = ::inotify_add_watch(fd, wt.path().c_str(), wt.mask());
+            if (got < 0) throw_errno(strf("unable to watch '%s' for %s", wt.path().c_str(), w.c_str()));
+            if (got != wt.wd()) LOG_WARN("inotify watch on '%s' for %s is wd %d, was %d", wt.path().c_str(), w.c_str(), got, wt.wd());
+            last = got;
+          }
+          char buf[4096];  // drop the IN_IGNORED events of the throwaway watches
+          while (::read(fd, buf, sizeof buf) > 0) {
+          }
+          set_status_flags(fd, nb ? O_NONBLOCK : 0, "unable to set the flags of the inotify instance for " + w);
+          guard.extract();
+          break;
+        }
+        case pb::FILE_EPOLL:
+          fd = ::epoll_create1(EPOLL_CLOEXEC);
+          if (fd < 0) throw_errno("unable to create an epoll instance for " + w);
+          break;
+        default:
+          bad_input(w + " is of a kind ck cannot restore");
+      }
+      if (d.kind() == pb::FILE_REG || d.kind() == pb::FILE_MEMFD || d.kind() == pb::FILE_DIR) {
+        if (!(d.flags() & O_PATH) && d.pos() != 0 && ::lseek(fd, static_cast<off_t>(d.pos()), SEEK_SET) < 0) {
+          int err = errno;
+          ::close(fd);
+          throw_errno(strf("unable to seek '%s' to %llu for %s", d.path().c_str(), static_cast<unsigned long long>(d.pos()), w.c_str()), err);
+        }
+      }
+      open_[d.id()] = place(fd);
+    }
+    if (!inotify_dummy.empty()) ::rmdir(inotify_dummy.c_str());
+  } catch (...) {
+    if (!inotify_dummy.empty()) ::rmdir(inotify_dummy.c_str());
+    close_all();
+    throw;
+  }
+  for (int h : holders_) ::close(h);
+  holders_.clear();
+  pipes_.clear();
+  inodes_.clear();
+
+  for (const auto& f : fds)
+    slots_[static_cast<pid_t>(f.pid())].push_back({f.fd(), open_.at(f.desc()), f.cloexec()});
+  for (const auto& d : descs) {
+    if (d.kind() != pb::FILE_EPOLL) continue;
+    for (const auto& t : d.epoll())
+      epoll_adds_[static_cast<pid_t>(d.owner_pid())].push_back({d.owner_fd(), t.tfd(), t.events(), t.data()});
+  }
+  LOG_DEBUG("opened %zu descriptions for %zu fds at %d and above", open_.size(), fds.size(), std::max(base, max_target + 1));
+}
+
+void FileRestorer::install(pid_t pid, const std::vector<int>& keep) {
+  std::vector<int> keepers(keep);
+  auto sit = slots_.find(pid);
+  if (sit != slots_.end()) {
+    for (const Slot& s : sit->second) {
+      if (::dup2(s.from, s.target) < 0) throw_errno(strf("unable to install fd %d of pid %d", s.target, pid));
+      if (s.cloexec && ::fcntl(s.target, F_SETFD, FD_CLOEXEC) < 0) throw_errno(strf("unable to set cloexec on fd %d of pid %d", s.target, pid));
+      keepers.push_back(s.target);
+    }
+  }
+  std::sort(keepers.begin(), keepers.end());
+  unsigned lo = 0;
+  for (int k : keepers) {
+    if (k < 0) continue;
+    if (static_cast<unsigned>(k) > lo) ::syscall(SYS_close_range, lo, static_cast<unsigned>(k) - 1, 0);
+    lo = static_cast<unsigned>(k) + 1;
+  }
+  ::syscall(SYS_close_range, lo, ~0u, 0);
+  // The restorer-side fds are gone in this process: forget them so that
+  // close_all() or the destructor cannot close a number reused since.
+  open_.clear();
+  holders_.clear();
+  auto eit = epoll_adds_.find(pid);
+  if (eit != epoll_adds_.end()) {
+    for (const EpollAdd& a : eit->second) {
+      epoll_event ev = {};
+      ev.events = a.events;
+      ev.data.u64 = a.data;
+      if (::epoll_ctl(a.epfd, EPOLL_CTL_ADD, a.tfd, &ev) < 0)
+        throw_errno(strf("unable to add target fd %d to epoll fd %d of pid %d", a.tfd, a.epfd, pid));
+    }
+  }
+}
+
+void FileRestorer::close_all() {
+  for (auto& [id, fd] : open_) ::close(fd);
+  for (int h : holders_) ::close(h);
+  open_.clear();
+  holders_.clear();
+  pipes_.clear();
+  inodes_.clear();
+  desc_by_id_.clear();
+  first_fd_.clear();
+  slots_.clear();
+  epoll_adds_.clear();
+}
+
+}  // namespace ck

@@ -1,0 +1,440 @@
+#include "freeze.h"
+
+#include <fcntl.h>
+#include <sys/ptrace.h>
+#include <linux/ptrace.h>
+#include <sys/time.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "error.h"
+#include "fd.h"
+#include "files.h"
+#include "log.h"
+#include "proc.h"
+#include "ptrace.h"
+#include "stream.h"
+
+CK_LOG_MODULE("freeze");
+
+namespace ck {
+namespace {
+
+struct FrozenTree {
+  std::vector<pid_t> procs;                // root first, parents before children
+  std::map<pid_t, std::vector<pid_t>> threads;
+  std::set<pid_t> seized;
+
+  ~FrozenTree() { release(0); }
+  // Kills the tree and waits until every process is gone or a zombie (its
+  // pid is then free once its parent reaps it), so that a restore started
+  // right after ck-freeze exits does not find the pids still in use.
+  void kill_and_wait() {
+    for (pid_t p : procs) ::kill(p, SIGKILL);
+    for (pid_t t : seized) {
+      int st;
+      while (waitpid(t, &st, __WALL) >= 0 && !WIFEXITED(st) && !WIFSIGNALED(st)) {
+      }
+    }
+    seized.clear();
+    for (pid_t p : procs) {
+      for (int i = 0; i < 1000; ++i) {
+        std::string s;
+        if (!try_read_file(strf("/proc/%d/stat", p), &s)) break;
+        size_t close = s.rfind(')');
+        if (close != std::string::npos && close + 2 < s.size() && (s[close + 2] == 'Z' || s[close + 2] == 'X')) break;
+        usleep(1000);
+      }
+      LOG_DEBUG("killed pid %d", p);
+    }
+  }
+  // Detaches every thread; sig is sent to every process first (0: none).
+  void release(int sig) {
+    if (sig)
+      for (pid_t p : procs) ::kill(p, sig);
+    for (pid_t t : seized) detach_thread(t);
+    seized.clear();
+  }
+};
+
+// Seizes the tree under root until a full pass finds no new thread or child:
+// a stopped thread cannot clone, so the set converges.
+void seize_tree(pid_t root, FrozenTree& t) {
+  if (!pid_alive(root)) fail(strf("no process with pid %d", root));
+  for (bool changed = true; changed;) {
+    changed = false;
+    std::vector<pid_t> order = {root};
+    for (size_t i = 0; i < order.size(); ++i) {
+      pid_t p = order[i];
+      std::vector<pid_t> tids;
+      try {
+        tids = list_tids(p);
+      } catch (const Error&) {
+        continue;  // exited
+      }
+      for (pid_t tid : tids) {
+        if (t.seized.count(tid)) continue;
+        if (ptrace(static_cast<__ptrace_request>(PTRACE_SEIZE), tid, 0, 0) != 0) {
+          if (errno == ESRCH) continue;
+          throw_errno(strf("unable to seize thread %d of pid %d", tid, p));
+        }
+        t.seized.insert(tid);
+        if (ptrace(static_cast<__ptrace_request>(PTRACE_INTERRUPT), tid, 0, 0) != 0 || !wait_interrupt_stop(tid)) {
+          t.seized.erase(tid);
+          continue;
+        }
+        changed = true;
+      }
+      for (pid_t c : list_children(p)) order.push_back(c);
+    }
+    if (!changed) {
+      t.procs.clear();
+      t.threads.clear();
+      for (pid_t p : order) {
+        std::vector<pid_t> tids;
+        try {
+          tids = list_tids(p);
+        } catch (const Error&) {
+          continue;
+        }
+        t.procs.push_back(p);
+        t.threads[p] = tids;
+      }
+    }
+  }
+  LOG_INFO("froze %zu processes, %zu threads", t.procs.size(), t.seized.size());
+}
+
+void check_tree(FrozenTree& t, FileDumper& files) {
+  for (pid_t p : t.procs) {
+    Stat st = read_stat(p);
+    if (st.f[3] == "Z") fail(strf("unable to dump pid %d: it is a zombie", p));
+    for (pid_t tid : t.threads[p]) {
+      std::string s;
+      try_read_file(strf("/proc/%d/task/%d/stat", p, tid), &s);
+    }
+    files.check_process(p);
+  }
+}
+
+std::vector<pb::SigInfo> peek_siginfo(pid_t tid, bool shared) {
+  std::vector<pb::SigInfo> out;
+  for (uint64_t off = 0;; ++off) {
+    struct ptrace_peeksiginfo_args a = {off, shared ? PTRACE_PEEKSIGINFO_SHARED : 0u, 1};
+    siginfo_t si;
+    long n = ptrace(static_cast<__ptrace_request>(PTRACE_PEEKSIGINFO), tid, &a, &si);
+    if (n < 0) throw_errno(strf("unable to read pending signals of thread %d", tid));
+    if (n == 0) break;
+    pb::SigInfo* s = &out.emplace_back();
+    s->set_raw(std::string(reinterpret_cast<char*>(&si), sizeof si));
+    s->set_shared(shared);
+  }
+  return out;
+}
+
+void fill_creds(pid_t p, pb::Creds* c) {
+  auto st = read_status(p);
+  auto nums = [](const std::string& s) {
+    std::vector<uint32_t> v;
+    std::istringstream in(s);
+    uint32_t x;
+    while (in >> x) v.push_back(x);
+    return v;
+  };
+  for (uint32_t u : nums(st["Uid"])) c->add_uid(u);
+  for (uint32_t g : nums(st["Gid"])) c->add_gid(g);
+  for (uint32_t g : nums(st["Groups"])) c->add_groups(g);
+  c->set_cap_inh(parse_hex(st["CapInh"]));
+  c->set_cap_prm(parse_hex(st["CapPrm"]));
+  c->set_cap_eff(parse_hex(st["CapEff"]));
+  c->set_cap_bnd(parse_hex(st["CapBnd"]));
+  c->set_cap_amb(parse_hex(st["CapAmb"]));
+  c->set_no_new_privs(st["NoNewPrivs"] == "1");
+}
+
+struct kernel_sigaction {
+  uint64_t handler, flags, restorer, mask;
+};
+
+void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, StreamWriter& w) {
+  pb::Frame f;
+  f.set_pid(p);
+  pb::Process* pr = f.mutable_process();
+  Stat st = read_stat(p);
+  pr->set_pid(p);
+  pr->set_ppid(static_cast<uint32_t>(st.u(4)));
+  pr->set_pgid(static_cast<uint32_t>(st.u(5)));
+  pr->set_sid(static_cast<uint32_t>(st.u(6)));
+  for (pid_t t : tids) pr->add_tids(t);
+  pr->set_comm(st.comm);
+  std::string s;
+  if (try_read_file(strf("/proc/%d/exe", p), &s)) {}
+  try {
+    pr->set_exe(read_link(strf("/proc/%d/exe", p)));
+  } catch (const Error&) {
+  }
+  pr->set_cwd(read_link(strf("/proc/%d/cwd", p)));
+  pr->set_root(read_link(strf("/proc/%d/root", p)));
+  fill_creds(p, pr->mutable_creds());
+  for (int r = 0; r < RLIMIT_NLIMITS; ++r) {
+    struct rlimit rl;
+    if (prlimit(p, static_cast<__rlimit_resource>(r), nullptr, &rl) != 0) throw_errno(strf("unable to read rlimits of pid %d", p));
+    auto* x = pr->add_rlimits();
+    x->set_resource(r);
+    x->set_cur(rl.rlim_cur);
+    x->set_max(rl.rlim_max);
+  }
+  pr->set_personality(static_cast<uint32_t>(parse_hex(read_file(strf("/proc/%d/personality", p)))));
+  pr->set_umask(static_cast<uint32_t>(std::strtoul(read_status(p)["Umask"].c_str(), nullptr, 8)));
+  pr->set_auxv(read_file(strf("/proc/%d/auxv", p)));
+  pr->set_cmdline(read_file(strf("/proc/%d/cmdline", p)));
+  try_read_file(strf("/proc/%d/environ", p), &s);
+  pr->set_environ(s);
+  pr->set_start_code(st.u(26));
+  pr->set_end_code(st.u(27));
+  pr->set_start_stack(st.u(28));
+  pr->set_exit_signal(static_cast<int32_t>(st.i(38)));
+  pr->set_start_data(st.u(45));
+  pr->set_end_data(st.u(46));
+  pr->set_start_brk(st.u(47));
+  pr->set_arg_start(st.u(48));
+  pr->set_arg_end(st.u(49));
+  pr->set_env_start(st.u(50));
+  pr->set_env_end(st.u(51));
+  for (auto& si : peek_siginfo(tids.front(), true)) *pr->add_shared_pending() = si;
+
+  std::vector<pb::Frame> thread_frames;
+  {
+    RemoteSyscalls rs(tids.front(), insn);
+    uint64_t scr = rs.scratch(4096);
+    pr->set_brk(static_cast<uint64_t>(rs.syscall(SYS_brk, 0)));
+    for (int sig = 1; sig <= 64; ++sig) {
+      if (sig == SIGKILL || sig == SIGSTOP) continue;
+      if (rs.syscall(SYS_rt_sigaction, sig, 0, scr, 8) != 0) continue;  // 32, 33: glibc-internal but valid
+      kernel_sigaction ka;
+      read_mem(p, scr, &ka, sizeof ka);
+      if (ka.handler == 0 && ka.flags == 0 && ka.mask == 0) continue;  // SIG_DFL, nothing to restore
+      auto* a = pr->add_sigactions();
+      a->set_signo(sig);
+      a->set_handler(ka.handler);
+      a->set_flags(ka.flags);
+      a->set_restorer(ka.restorer);
+      a->set_mask(ka.mask);
+    }
+    for (int which = 0; which < 3; ++which) {
+      rs.check("getitimer", SYS_getitimer, which, scr);
+      struct itimerval it;
+      read_mem(p, scr, &it, sizeof it);
+      if (!it.it_value.tv_sec && !it.it_value.tv_usec && !it.it_interval.tv_sec && !it.it_interval.tv_usec) continue;
+      auto* x = pr->add_itimers();
+      x->set_which(which);
+      x->set_interval_us(it.it_interval.tv_sec * 1000000ull + it.it_interval.tv_usec);
+      x->set_value_us(it.it_value.tv_sec * 1000000ull + it.it_value.tv_usec);
+    }
+    // POSIX timers: ids and notification from /proc, times from the task.
+    std::string timers;
+    if (try_read_file(strf("/proc/%d/timers", p), &timers)) {
+      std::istringstream in(timers);
+      std::string line;
+      pb::PosixTimer* cur = nullptr;
+      while (std::getline(in, line)) {
+        std::istringstream l(line);
+        std::string key;
+        l >> key;
+        if (key == "ID:") {
+          cur = pr->add_posix_timers();
+          int id;
+          l >> id;
+          cur->set_id(id);
+        } else if (!cur) {
+          continue;
+        } else if (key == "signal:") {
+          std::string v;
+          l >> v;  // "SIG/VALUE"
+          cur->set_signo(std::atoi(v.c_str()));
+          cur->set_sigval(std::strtoull(v.substr(v.find('/') + 1).c_str(), nullptr, 16));
+        } else if (key == "notify:") {
+          std::string v;
+          l >> v;  // "signal/pid.N" "thread/tid.N" "none/pid.N"
+          int notify = v.rfind("none", 0) == 0 ? SIGEV_NONE : v.rfind("thread", 0) == 0 ? SIGEV_THREAD_ID : SIGEV_SIGNAL;
+          cur->set_notify(notify);
+          cur->set_notify_tid(std::atoi(v.substr(v.find('.') + 1).c_str()));
+        } else if (key == "ClockID:") {
+          int c;
+          l >> c;
+          cur->set_clock(c);
+        }
+      }
+      for (auto& t : *pr->mutable_posix_timers()) {
+        rs.check("timer_gettime", SYS_timer_gettime, t.id(), scr);
+        struct itimerspec its;
+        read_mem(p, scr, &its, sizeof its);
+        t.set_interval_ns(its.it_interval.tv_sec * 1000000000ull + its.it_interval.tv_nsec);
+        t.set_value_ns(its.it_value.tv_sec * 1000000000ull + its.it_value.tv_nsec);
+        t.set_overrun(static_cast<int32_t>(rs.syscall(SYS_timer_getoverrun, t.id())));
+      }
+    }
+    for (pid_t tid : tids) {
+      pb::Frame tf;
+      tf.set_pid(p);
+      pb::Thread* th = tf.mutable_thread();
+      th->set_pid(p);
+      th->set_tid(tid);
+      std::string comm;
+      try_read_file(strf("/proc/%d/task/%d/comm", p, tid), &comm);
+      if (!comm.empty() && comm.back() == '\n') comm.pop_back();
+      th->set_comm(comm);
+      user_regs_struct regs = tid == tids.front() ? rs.saved() : get_regs(tid);
+      th->set_gpregs(std::string(reinterpret_cast<char*>(&regs), sizeof regs));
+      th->set_xsave(get_xsave(tid));
+      th->set_blocked(get_sigmask(tid));
+      for (auto& si : peek_siginfo(tid, false)) *th->add_pending() = si;
+      struct ptrace_rseq_configuration rc = {};
+      if (ptrace(static_cast<__ptrace_request>(PTRACE_GET_RSEQ_CONFIGURATION), tid, sizeof rc, &rc) > 0) {
+        th->set_rseq_abi(rc.rseq_abi_pointer);
+        th->set_rseq_len(rc.rseq_abi_size);
+        th->set_rseq_sig(rc.signature);
+      }
+      uint64_t head = 0;
+      size_t len = 0;
+      if (::syscall(SYS_get_robust_list, tid, &head, &len) == 0) {
+        th->set_robust_list(head);
+        th->set_robust_len(len);
+      }
+      // Per-thread state that only the thread itself can tell.
+      auto per_thread = [&](RemoteSyscalls& r) {
+        uint64_t sc = r.scratch(4096);
+        r.check("sigaltstack", SYS_sigaltstack, 0, sc);
+        stack_t ss;
+        read_mem(p, sc, &ss, sizeof ss);
+        th->set_altstack_sp(reinterpret_cast<uint64_t>(ss.ss_sp));
+        th->set_altstack_size(ss.ss_size);
+        th->set_altstack_flags(ss.ss_flags);
+        r.check("prctl", SYS_prctl, PR_GET_TID_ADDRESS, sc);
+        uint64_t ctid;
+        read_mem(p, sc, &ctid, sizeof ctid);
+        th->set_clear_child_tid(ctid);
+      };
+      if (tid == tids.front()) {
+        per_thread(rs);
+      } else {
+        RemoteSyscalls rt(tid, insn);
+        per_thread(rt);
+      }
+      thread_frames.push_back(std::move(tf));
+    }
+  }
+  w.frame(f);
+  for (auto& tf : thread_frames) w.frame(tf);
+}
+
+int wait_status(pid_t child) {
+  int st;
+  while (waitpid(child, &st, 0) < 0)
+    if (errno != EINTR) throw_errno("unable to wait for the command");
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+}  // namespace
+
+int freeze_tree(const FreezeOptions& o) {
+  FrozenTree tree;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  seize_tree(o.pid, tree);
+  FileDumper files;
+  check_tree(tree, files);  // refuse before anything else happens
+
+  int out_fd = 1;
+  ScopedFd pipe_w;
+  pid_t child = -1;
+  if (!o.command.empty()) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) throw_errno("unable to create a pipe");
+    child = fork();
+    if (child < 0) throw_errno("unable to fork");
+    if (child == 0) {
+      dup2(p[0], 0);
+      std::vector<char*> argv;
+      for (auto& a : o.command) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      execvp(argv[0], argv.data());
+      std::fprintf(stderr, "ck-freeze: unable to run '%s': %s\n", argv[0], std::strerror(errno));
+      _exit(127);
+    }
+    ::close(p[0]);
+    pipe_w.reset(p[1]);
+    out_fd = p[1];
+  }
+
+  int status = 0;
+  try {
+    StreamWriter w(out_fd);
+    pb::Header h = make_header("ck-freeze");
+    h.set_root_pid(static_cast<uint32_t>(o.pid));
+    w.header(h);
+    uint64_t insn = find_syscall_insn(o.pid);
+    for (pid_t p : tree.procs) {
+      uint64_t pinsn = p == o.pid ? insn : find_syscall_insn(p);
+      with_context(strf("dumping pid %d", p), [&] { dump_process(p, tree.threads[p], pinsn, w); });
+      files.dump_process(p);
+    }
+    for (auto& d : files.descs()) {
+      pb::Frame f;
+      f.set_pid(d.owner_pid());
+      *f.mutable_file() = d;
+      w.frame(f);
+    }
+    for (auto& fd : files.fds()) {
+      pb::Frame f;
+      f.set_pid(fd.pid());
+      *f.mutable_fd() = fd;
+      w.frame(f);
+    }
+    w.finish();
+  } catch (const Error& e) {
+    if (child > 0) {
+      pipe_w.reset();
+      ::kill(child, SIGTERM);
+      wait_status(child);
+    }
+    throw;  // the tree resumes as `tree` goes out of scope
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  LOG_INFO("recorded the tree in %.3f ms", (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
+  if (child > 0) {
+    pipe_w.reset();
+    status = wait_status(child);
+  }
+  if (status != 0) {
+    LOG_WARN("'%s' exited with status %d: the tree resumes as it was", o.command[0].c_str(), status);
+    tree.release(0);
+    return status;
+  }
+  switch (o.commit) {
+    case FreezeOptions::kKill:
+      tree.kill_and_wait();
+      break;
+    case FreezeOptions::kLeaveRunning:
+      tree.release(0);
+      break;
+    case FreezeOptions::kLeaveStopped:
+      tree.release(SIGSTOP);
+      break;
+  }
+  return 0;
+}
+
+}  // namespace ck

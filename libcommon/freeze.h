@@ -1,0 +1,21 @@
+// ck-freeze: stop every thread of a process tree, record it, run a command
+// while it stays frozen, then commit (kill / leave running / leave stopped)
+// if the command succeeded, or resume the tree exactly as it was otherwise.
+#pragma once
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace ck {
+
+struct FreezeOptions {
+  pid_t pid = 0;
+  enum Commit { kKill, kLeaveRunning, kLeaveStopped } commit = kKill;
+  std::vector<std::string> command;  // empty: the stream goes to stdout
+};
+
+// Returns the exit status for ck-freeze: 0, or the command's status.
+int freeze_tree(const FreezeOptions& o);
+
+}  // namespace ck

@@ -1,0 +1,17 @@
+// ck-restore: recreate a dumped process tree and resume it.
+#pragma once
+#include <string>
+
+namespace ck {
+
+struct RestoreOptions {
+  std::string dir;        // image set; empty: a stream on stdin
+  bool detach = false;    // -d: do not wait for the root task
+  std::string pidfile;
+  bool shell_job = false;
+};
+
+// Returns ck-restore's exit status: the root task's, or 0 with detach.
+int restore_tree(const RestoreOptions& o);
+
+}  // namespace ck

@@ -1,0 +1,63 @@
+#!/usr/bin/env bats
+# Issue 2: ck-freeze and ck-dump on real processes; a failed dump leaves the
+# tree running exactly as before.
+load helpers
+
+counter_of() { info counter "$1"; }
+
+@test "a --leave-running dump records the task and its memory, and the task carries on" {
+  start_wl counter 64
+  local addr len fnv
+  addr=$(info data "$T/counter.out"); len=$(info len "$T/counter.out"); fnv=$(info fnv "$T/counter.out")
+  cp /proc/"$WPID"/maps "$T/maps"
+  run ck-dump -t "$WPID" -D "$T/img" --leave-running
+  assert_success
+  # every VMA of /proc/PID/maps at dump time is in the image
+  ck-crit decode -D "$T/img" > "$T/img.json"
+  run python3 "$CK_TOP/tests/maps_vs_image.py" "$T/maps" "$T/img.json" "$WPID"
+  assert_success
+  # the pages of the data region hash to what the workload computed itself
+  run ck-crit sum -D "$T/img" --pid "$WPID" --addr "$addr" --len "$len"
+  assert_success
+  assert_output "$fnv"
+  ! any_stopped "$WPID"
+  check_wl counter "$WPID"
+}
+
+@test "a default dump kills the tree" {
+  start_wl counter 16
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  sleep 0.2
+  [ ! -d /proc/"$WPID" ]
+}
+
+@test "a failing stage leaves the tree running and not stopped" {
+  start_wl counter 16
+  run ck-freeze -t "$WPID" -- false
+  assert_failure 1
+  ! any_stopped "$WPID"
+  run ck-freeze -t "$WPID" -- sh -c 'ck-memread | (head -c 100000 >/dev/null; exit 0) | ck-store put -D "$0"' "$T/img"
+  assert_failure
+  [ ! -e "$T/img/pages.img" ] || [ ! -e "$T/img/frames.img" ] || ! ck-store ls -D "$T/img"
+  ! any_stopped "$WPID"
+  check_wl counter "$WPID"
+}
+
+@test "a stage killed with SIGKILL midway leaves the tree running" {
+  start_wl counter 256
+  # ck-memread blocks on a full pipe, is killed, and ck-store sees the cut
+  run ck-freeze -t "$WPID" -- sh -c '{ ck-memread <&3 & echo $! > "$0.pid"; wait; } 3<&0 |
+      { sleep 0.3; kill -9 "$(cat "$0.pid")"; ck-store put -D "$0"; }' "$T/img"
+  assert_failure 3
+  assert_output --partial "truncated"
+  ! any_stopped "$WPID"
+  [ -d /proc/"$WPID" ]
+  check_wl counter "$WPID"
+}
+
+@test "ck-freeze refuses a pid that does not exist, by name" {
+  run ck-freeze -t 999999 -- cat
+  assert_failure 1
+  assert_output --partial "999999"
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bats
+# Issue 3: dump, kill, restore, and let the process check itself; the
+# harness compares /proc state before and after.
+load helpers
+
+@test "counter with 64 MiB of random data survives dump, kill and restore" {
+  start_wl counter 64
+  dump_kill_restore
+  ! any_stopped "$WPID"
+  check_wl counter "$WPID"
+}
+
+@test "restore from a stream on stdin, waiting for the root and passing its status on" {
+  start_wl counter 8
+  run ck-freeze -t "$WPID" -- sh -c 'ck-memread > "$0"' "$T/s.ck"
+  assert_success
+  ( sleep 0.5; kill -USR2 "$WPID" ) &
+  run ck-restore < "$T/s.ck"
+  assert_success
+  run tail -n1 "$T/counter.out"
+  assert_output PASS
+}
+
+@test "restore refuses a pid in use, by name, and leaves nothing behind" {
+  start_wl counter 8
+  run ck-dump -t "$WPID" -D "$T/img" --leave-running
+  assert_success
+  run ck-restore -D "$T/img" -d
+  assert_failure 1
+  assert_output --partial "pid $WPID is in use"
+  check_wl counter "$WPID"
+}
+
+@test "restore of a corrupt image fails cleanly" {
+  start_wl counter 8
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  printf 'garbage' > "$T/junk"
+  run ck-restore < "$T/junk"
+  assert_failure 3
+  [ ! -d /proc/"$WPID" ]
+}
+
+@test "a restored process can be dumped and restored again" {
+  start_wl counter 16
+  dump_kill_restore
+  rm -rf "$T/img"
+  proc_state "$WPID" > "$T/before2"
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  run ck-restore -D "$T/img" -d
+  assert_success
+  proc_state "$WPID" > "$T/after2"
+  diff -u "$T/before2" "$T/after2"
+  check_wl counter "$WPID"
+}

@@ -31,6 +31,8 @@ BENCH     := $(patsubst tests/bench/%.cc,$(B)/bench/%,$(wildcard tests/bench/*.c
 PIPELINES := $(wildcard pipelines/ck-*)
 
 .PHONY: all deps check bench demo fuzz install clean
+.SECONDARY:
+MAKEFLAGS += -j$(shell nproc)
 all: deps $(B)/.built
 
 $(B)/.built: $(TOOL_BIN) $(WORKLOADS) $(UNIT) $(BENCH)

@@ -182,7 +182,13 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
             } else {
               std::string dir = d.path().substr(0, d.path().rfind('/'));
               if (dir.empty()) dir = "/";
-              h = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, d.mode() & 07777);
+              // Under its own name when that is free (so /proc shows
+              // "NAME (deleted)" as before), unlinked at once; else nameless.
+              h = ::open(d.path().c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, d.mode() & 07777);
+              if (h >= 0)
+                ::unlink(d.path().c_str());
+              else
+                h = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, d.mode() & 07777);
               if (h < 0) {
                 LOG_INFO("recreating deleted '%s' in /tmp: %s", d.path().c_str(), std::strerror(errno));
                 h = ::open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, d.mode() & 07777);

@@ -43,11 +43,18 @@ struct FrozenTree {
   // right after ck-freeze exits does not find the pids still in use.
   void kill_and_wait() {
     for (pid_t p : procs) ::kill(p, SIGKILL);
-    for (pid_t t : seized) {
+    // Reap our tracees' exit reports: other threads first, since a group
+    // leader's report waits for the rest of its group.
+    std::set<pid_t> leaders(procs.begin(), procs.end());
+    auto reap = [](pid_t t) {
       int st;
       while (waitpid(t, &st, __WALL) >= 0 && !WIFEXITED(st) && !WIFSIGNALED(st)) {
       }
-    }
+    };
+    for (pid_t t : seized)
+      if (!leaders.count(t)) reap(t);
+    for (pid_t t : seized)
+      if (leaders.count(t)) reap(t);
     seized.clear();
     for (pid_t p : procs) {
       for (int i = 0; i < 1000; ++i) {

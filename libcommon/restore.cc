@@ -177,9 +177,11 @@ long clone3_thread(struct clone_args* a) {
   // task: start from all-default; the dumped handlers are set later.
   for (int sig = 1; sig < NSIG; ++sig)
     if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
+  // Everything blocked until the dumped mask is set last: signals queued
+  // during the restore stay pending instead of running half-restored.
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, nullptr);
   int rc = 0;
   if (t.proc.sid() == static_cast<uint32_t>(pid)) setsid();
   if (t.proc.pgid() == static_cast<uint32_t>(pid)) setpgid(0, 0);

@@ -54,3 +54,55 @@ load helpers
   diff -u "$T/before2" "$T/after2"
   check_wl counter "$WPID"
 }
+
+@test "4 threads with their own TLS and counters" {
+  start_wl threads
+  dump_kill_restore
+  [ "$(ls /proc/"$WPID"/task | wc -l)" -eq 5 ]
+  check_wl threads "$WPID"
+}
+
+@test "a 3-process tree with a pipe in flight and a shared anonymous region" {
+  start_wl shmtree
+  local kids
+  kids=$(cat /proc/"$WPID"/task/*/children)
+  dump_kill_restore
+  # the same children, with the same parent links
+  [ "$(cat /proc/"$WPID"/task/*/children)" = "$kids" ]
+  check_wl shmtree "$WPID"
+}
+
+@test "every kind of fd: pipe data, eventfd, epoll, timerfd, signalfd, inotify, memfd, deleted and O_APPEND files" {
+  mkdir "$T/scratch"
+  start_wl files "$T/scratch"
+  dump_kill_restore
+  check_wl files "$WPID"
+}
+
+@test "tasks asleep in nanosleep, read, epoll_wait and futex keep sleeping" {
+  local m
+  for m in nanosleep read epoll futex; do
+    start_wl sleeper "$m"
+    dump_kill_restore
+    sleep 0.3
+    # still asleep, not failed
+    [ "$(awk '{print $3}' /proc/"$WPID"/stat)" = S ]
+    run grep -c FAIL "$T/sleeper.out"
+    assert_output 0
+    check_wl sleeper "$WPID"
+    rm -rf "$T/img" "$T/sleeper.out"
+  done
+}
+
+@test "a short nanosleep ends on time after a restore" {
+  start_wl sleeper nanosleep 3
+  dump_kill_restore
+  wait_line "$T/sleeper.out" '^INFO slept=' 10
+  check_wl sleeper "$WPID"
+}
+
+@test "signal handlers, pending signals, sigaltstack, itimer, POSIX timer and the vDSO clock" {
+  start_wl signals
+  dump_kill_restore
+  check_wl signals "$WPID"
+}

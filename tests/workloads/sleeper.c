@@ -50,9 +50,15 @@ int main(int argc, char **argv) {
     r = read(p[0], &c, 1);
     err = errno;
   } else if (!strcmp(mode, "epoll")) {
+    /* epoll_wait is one of the calls the kernel never restarts: after a
+     * stop (SIGSTOP, or a ptrace interrupt such as a dump) it fails with
+     * EINTR even without a handler (signal(7)).  Like any real program,
+     * go back to waiting. */
     struct epoll_event out;
-    r = epoll_wait(ep, &out, 1, -1);
-    err = errno;
+    do {
+      r = epoll_wait(ep, &out, 1, -1);
+      err = errno;
+    } while (r == -1 && err == EINTR && !wl_check_requested);
   } else if (!strcmp(mode, "futex")) {
     r = syscall(SYS_futex, &word, FUTEX_WAIT, 0, NULL, NULL, 0);
     err = errno;

@@ -29,7 +29,7 @@ static void wl_on_usr2(int sig) {
   wl_check_requested = 1;
 }
 
-static void wl_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void wl_say(const char *fmt, ...) __attribute__((format(printf, 1, 2), unused));
 static void wl_say(const char *fmt, ...) {
   char buf[512];
   va_list ap;
@@ -45,21 +45,21 @@ static void wl_say(const char *fmt, ...) {
 
 /* Installs the SIGUSR2 handler (no SA_RESTART: a blocked syscall returns
  * EINTR so the workload can notice the request). */
-static void wl_init(void) {
+__attribute__((unused)) static void wl_init(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = wl_on_usr2;
   sigaction(SIGUSR2, &sa, NULL);
 }
 
-static void wl_ready(void) { wl_say("READY %d", (int)getpid()); }
+__attribute__((unused)) static void wl_ready(void) { wl_say("READY %d", (int)getpid()); }
 
-static void wl_pass(void) {
+__attribute__((unused)) static void wl_pass(void) {
   wl_say("PASS");
   exit(0);
 }
 
-static void wl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void wl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn, unused));
 static void wl_fail(const char *fmt, ...) {
   char buf[400];
   va_list ap;

@@ -76,6 +76,18 @@ struct FrozenTree {
   }
 };
 
+// A child that exits while the tree is being seized (a shell's short-lived
+// command) leaves a zombie its frozen parent cannot reap: let the tree go,
+// give the parent a moment and start again.
+struct Transient {};
+
+bool exiting(pid_t p, pid_t tid) {
+  std::string s;
+  if (!try_read_file(strf("/proc/%d/task/%d/stat", p, tid), &s)) return true;
+  size_t close = s.rfind(')');
+  return close == std::string::npos || close + 2 >= s.size() || s[close + 2] == 'Z' || s[close + 2] == 'X';
+}
+
 // Seizes the tree under root until a full pass finds no new thread or child:
 // a stopped thread cannot clone, so the set converges.
 void seize_tree(pid_t root, FrozenTree& t) {
@@ -95,6 +107,7 @@ void seize_tree(pid_t root, FrozenTree& t) {
         if (t.seized.count(tid)) continue;
         if (ptrace(static_cast<__ptrace_request>(PTRACE_SEIZE), tid, 0, 0) != 0) {
           if (errno == ESRCH) continue;
+          if (errno == EPERM && exiting(p, tid)) throw Transient();
           throw_errno(strf("unable to seize thread %d of pid %d", tid, p));
         }
         t.seized.insert(tid);
@@ -107,6 +120,8 @@ void seize_tree(pid_t root, FrozenTree& t) {
       for (pid_t c : list_children(p)) order.push_back(c);
     }
     if (!changed) {
+      for (pid_t p : order)
+        if (p != root && exiting(p, p)) throw Transient();
       t.procs.clear();
       t.threads.clear();
       for (pid_t p : order) {
@@ -360,7 +375,17 @@ int freeze_tree(const FreezeOptions& o) {
   FrozenTree tree;
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  seize_tree(o.pid, tree);
+  for (int attempt = 0;; ++attempt) {
+    try {
+      seize_tree(o.pid, tree);
+      break;
+    } catch (const Transient&) {
+      tree.release(0);
+      if (attempt == 100) fail(strf("unable to dump pid %d: a process of its tree stays a zombie", o.pid));
+      LOG_DEBUG("a child of the tree is exiting: letting the tree run and trying again");
+      usleep(10000);
+    }
+  }
   FileDumper files;
   check_tree(tree, files);  // refuse before anything else happens
 

@@ -177,6 +177,8 @@ long clone3_thread(struct clone_args* a) {
   // task: start from all-default; the dumped handlers are set later.
   for (int sig = 1; sig < NSIG; ++sig)
     if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
+  stack_t no_altstack = {nullptr, SS_DISABLE, 0};  // not the restorer's crash stack
+  sigaltstack(&no_altstack, nullptr);
   // Everything blocked until the dumped mask is set last: signals queued
   // during the restore stay pending instead of running half-restored.
   sigset_t all;
@@ -496,10 +498,13 @@ struct MmBuilder {
         own = std::make_unique<RemoteSyscalls>(tid, t.tramp);
         r2 = own.get();
       }
-      if (th.altstack_sp() || th.altstack_size()) {
+      {
+        // Always set: a disabled one too, or the thread keeps the
+        // restorer's own (its crash-handler stack, now unmapped).
         stack_t ss = {reinterpret_cast<void*>(th.altstack_sp()), th.altstack_flags() & ~SS_ONSTACK,
                       th.altstack_size()};
-        if (!(th.altstack_flags() & SS_DISABLE)) r2->check("sigaltstack", SYS_sigaltstack, put(&ss, sizeof ss), 0);
+        if (ss.ss_flags & SS_DISABLE) ss = {nullptr, SS_DISABLE, 0};
+        r2->check("sigaltstack", SYS_sigaltstack, put(&ss, sizeof ss), 0);
       }
       r2->check("set_tid_address", SYS_set_tid_address, th.clear_child_tid());
       if (th.robust_list()) r2->check("set_robust_list", SYS_set_robust_list, th.robust_list(), th.robust_len());

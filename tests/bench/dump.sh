@@ -1,35 +1,40 @@
 #!/bin/sh
-# Dump throughput of ck-memread against the memcpy bandwidth of this machine,
-# measured in the same run.
+# Dump throughput against the memcpy bandwidth of this machine, measured in
+# the same run, and the peak RSS of every stage.
 #
 # Baseline: build/bench/memcpy_bw copies a populated 1 GiB buffer in 4 MiB
 # pieces into one reused 4 MiB buffer (the access pattern of a dump: the
 # source streams from DRAM, the destination stays in cache); best of 3.
 # Ratios are against that one.  For reference, also a 1 GiB -> 1 GiB copy
-# (DRAM to DRAM, "memcpy_1GiB_to_1GiB"), which is slower and would flatter
-# the ratios.
-# Dumps: `ck-memread -t PID` of a 1 GiB random-content process (counter 1024)
-# and of a 1 GiB mostly-zero one (zeros 1024: every page populated, one in 64
-# non-zero), into /dev/null and into a file on tmpfs (/dev/shm), and through
-# `ck-store put -D DIR` on tmpfs when ck-store exists.  Each figure is the
-# best of 3 runs of wall-clock time (date +%s%N around the command), as
-# 1 GiB / time.  The target is stopped (SIGSTOP) while it is read, as
-# ck-freeze would have it, so its busy loop does not take a CPU from the
-# dump; it is continued afterwards.  "_cpu" figures use the dump's own CPU
-# time (user + system, from GNU time) instead of wall-clock time: they do not
-# move with the load other processes put on the machine.
-# Peak RSS of every stage: GNU time's %M (maximum resident set, KiB) when
-# /usr/bin/time is there.
+# ("memcpy_1GiB_to_1GiB"), which is slower and would flatter the ratios.
+# build/bench/ck64_bw: the stream checksum on cache-hot data (CPU time).
+#
+# Targets: a 1 GiB random-content process (counter 1024) and a 1 GiB
+# mostly-zero one (zeros 1024: every page populated, one in 64 non-zero).
+#  - freeze_devnull: the real pipeline into /dev/null:
+#      ck-freeze -t PID --leave-running -- sh -c 'ck-memread > /dev/null'
+#  - freeze_store_tmpfs: the real pipeline into an image on tmpfs (/dev/shm):
+#      ck-freeze -t PID --leave-running -- sh -c 'ck-memread | ck-store put -D DIR'
+#  - memread_devnull, memread_tmpfs: ck-memread -t PID alone (the target
+#    SIGSTOPped meanwhile, as ck-freeze would have it), into /dev/null and
+#    into a stream file on tmpfs: the page reading without the freezing.
+# Each is run 3 times: the figure is 1 GiB over the fastest wall-clock time
+# ("_vs_memcpy"); "_cpu_vs_memcpy" uses instead the least CPU time (user +
+# system of every process of the command, from GNU time), which does not
+# move with the load other work puts on this 2-CPU machine, and counts every
+# stage's CPU even when two stages ran in parallel (so it is the harder one).
+# Peak RSS: each stage of the freeze_store_tmpfs pipeline measured on its
+# own (GNU time %M, KiB) in one more run.
 # Prints "bench: NAME = VALUE UNIT".  Issue targets: >= 0.5 of memcpy into
 # /dev/null, >= 0.35 into tmpfs, no stage above 64 MiB RSS.
 set -u
 top=${CK_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 B=$top/build
-PATH=$B/bin:$PATH
+PATH=$B/bin:$top/pipelines:$PATH
 tmp=$(mktemp -d /dev/shm/ck-bench.XXXXXX) || exit 1
 pids=""
 cleanup() {
-  for p in $pids; do kill -9 "$p" 2>/dev/null; done
+  for p in $pids; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -55,69 +60,79 @@ start() {
   echo $p
 }
 
-# run_best NAME CMD: runs `sh -c CMD` 3 times; prints "NS RSS_KIB CPU_NS":
-# the fastest wall-clock time, the largest peak RSS GNU time saw in any run,
-# and the smallest CPU time (0 without GNU time).
+# run_best NAME CMD: runs `sh -c CMD` 3 times; prints "NS CPU_NS": the
+# fastest wall-clock time and the smallest CPU time (0 without GNU time).
 run_best() {
-  best=""; rss=0; cpu=0
+  best=""; cpu=0
   for _ in 1 2 3; do
     t0=$(nsec)
     if [ -n "$TIME" ]; then
-      $TIME -f '%M %U %S' -o "$tmp/rss" sh -c "$2" || { echo "dump.sh: $1 failed" >&2; return 1; }
-      set -- "$1" "$2" $(tail -n1 "$tmp/rss")
-      [ "$3" -gt "$rss" ] && rss=$3
-      c=$(awk -v u="$4" -v s="$5" 'BEGIN { printf "%d", (u + s) * 1e9 }')
+      $TIME -f '%U %S' -o "$tmp/time" sh -c "$2" || { echo "dump.sh: $1 failed" >&2; return 1; }
+      t1=$(nsec)
+      c=$(tail -n1 "$tmp/time" | awk '{ printf "%d", ($1 + $2) * 1e9 }')
       if [ "$cpu" -eq 0 ] || [ "$c" -lt "$cpu" ]; then cpu=$c; fi
     else
       sh -c "$2" || { echo "dump.sh: $1 failed" >&2; return 1; }
+      t1=$(nsec)
     fi
-    t1=$(nsec)
     d=$((t1 - t0))
     if [ -z "$best" ] || [ "$d" -lt "$best" ]; then best=$d; fi
   done
-  echo "$best $rss $cpu"
+  echo "$best $cpu"
 }
 
-report() {  # NAME NS RSS_KIB CPU_NS
-  awk -v n="$1" -v ns="$2" -v rss="$3" -v cpu="$4" -v mc="$memcpy" -v gib=$GIB 'BEGIN {
+report() {  # NAME NS CPU_NS
+  awk -v n="$1" -v ns="$2" -v cpu="$3" -v mc="$memcpy" -v gib=$GIB 'BEGIN {
     gbs = gib / (ns / 1e9) / 1e9
     printf "bench: dump_%s = %.2f GB/s\n", n, gbs
     printf "bench: dump_%s_vs_memcpy = %.2f ratio\n", n, gbs / mc
     if (cpu > 0) printf "bench: dump_%s_cpu_vs_memcpy = %.2f ratio\n", n, gib / (cpu / 1e9) / 1e9 / mc
-    if (rss > 0) printf "bench: dump_%s_peak_rss = %.1f MiB\n", n, rss / 1024
   }'
 }
 
 memcpy=$("$B/bench/memcpy_bw" 1024) || exit 1
 echo "bench: memcpy_4MiB_chunks = $memcpy GB/s"
 full=$("$B/bench/memcpy_bw" 1024 full) && echo "bench: memcpy_1GiB_to_1GiB = $full GB/s"
+if ck=$("$B/bench/ck64_bw" 256); then
+  echo "bench: ck64_cache_hot = $ck GB/s"
+  echo "bench: ck64_cache_hot_vs_memcpy = $(awk -v a="$ck" -v b="$memcpy" 'BEGIN { printf "%.2f", a / b }') ratio"
+fi
 echo "bench: load_average = $(cut -d' ' -f1 /proc/loadavg) tasks"
 
 rc=0
+img=$tmp/img
 for wl in counter zeros; do
   pid=$(start $wl 1024) || exit 1
   pids="$pids $pid"
-  kill -STOP "$pid"
-  set -- $(run_best "${wl}_devnull" "ck-memread -t $pid > /dev/null") || rc=1
-  [ $# -eq 3 ] && report "${wl}_devnull" "$1" "$2" "$3"
-  set -- $(run_best "${wl}_tmpfs" "ck-memread -t $pid > $tmp/s.ck") || rc=1
-  [ $# -eq 3 ] && report "${wl}_tmpfs" "$1" "$2" "$3"
-  [ -f "$tmp/s.ck" ] && echo "bench: dump_${wl}_stream_size = $(($(stat -c %s "$tmp/s.ck") >> 20)) MiB"
-  rm -f "$tmp/s.ck"
-  if command -v ck-store > /dev/null 2>&1; then
-    # Both stages' peak RSS: GNU time reports the largest of the process tree's
-    # members (the shell waits for both).  Measured apart too, for each stage.
-    set -- $(run_best "${wl}_store" "rm -rf $tmp/img; ck-memread -t $pid | ck-store put -D $tmp/img") || rc=1
-    [ $# -eq 3 ] && report "${wl}_store_tmpfs" "$1" "$2" "$3"
-    if [ -n "$TIME" ]; then
-      rm -rf "$tmp/img"
-      $TIME -f %M -o "$tmp/rss_store" sh -c "ck-memread -t $pid | ck-store put -D $tmp/img" &&
-        echo "bench: ck-store_put_${wl}_peak_rss = $(awk '{printf "%.1f", $1/1024}' "$tmp/rss_store") MiB"
+
+  set -- $(run_best "${wl}_freeze_devnull" "ck-freeze -q -t $pid --leave-running -- sh -c 'ck-memread > /dev/null'") || rc=1
+  [ $# -eq 2 ] && report "${wl}_freeze_devnull" "$1" "$2"
+  set -- $(run_best "${wl}_freeze_store" "rm -rf $img; ck-freeze -q -t $pid --leave-running -- sh -c 'ck-memread | ck-store put -D $img'") || rc=1
+  [ $# -eq 2 ] && report "${wl}_freeze_store_tmpfs" "$1" "$2"
+  [ -f "$img/pages.img" ] && echo "bench: dump_${wl}_pages_img_size = $(($(stat -c %s "$img/pages.img") >> 20)) MiB"
+  if [ -n "$TIME" ]; then
+    rm -rf "$img"
+    T="$TIME -f %M -o"
+    if $T "$tmp/rss_freeze" ck-freeze -q -t "$pid" --leave-running -- \
+         sh -c "$T $tmp/rss_memread ck-memread | $T $tmp/rss_store ck-store put -D $img"; then
+      for s in freeze memread store; do
+        echo "bench: ck-${s}_${wl}_peak_rss = $(awk '{ v = $1 } END { printf "%.1f", v / 1024 }' "$tmp/rss_$s") MiB"
+      done
+    else
+      echo "dump.sh: the RSS run of $wl failed" >&2; rc=1
     fi
-    rm -rf "$tmp/img"
   fi
+  rm -rf "$img"
+
+  kill -STOP "$pid"
+  set -- $(run_best "${wl}_memread_devnull" "ck-memread -t $pid > /dev/null") || rc=1
+  [ $# -eq 2 ] && report "${wl}_memread_devnull" "$1" "$2"
+  set -- $(run_best "${wl}_memread_tmpfs" "ck-memread -t $pid > $tmp/s.ck") || rc=1
+  [ $# -eq 2 ] && report "${wl}_memread_tmpfs" "$1" "$2"
+  rm -f "$tmp/s.ck"
   kill -CONT "$pid" 2>/dev/null
   kill -9 "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
+  pids=""
 done
 exit $rc

@@ -35,6 +35,7 @@
 #include <set>
 #include <sstream>
 
+#include "cgroup.h"
 #include "error.h"
 #include "fd.h"
 #include "files.h"
@@ -131,6 +132,8 @@ struct Restorer {
   std::set<uint32_t> socket_descs;  // descs with socket state
   FileRestorer files;
   std::map<uint64_t, ShmObject> shm;
+  std::vector<pb::Cgroup> cgroups;
+  std::unique_ptr<CgroupRestorer> cg;  // rolled back (after the kills) on failure
   std::set<pid_t> created;   // pids we made; killed on failure
   std::set<pid_t> seized;
   bool committed = false;
@@ -141,6 +144,14 @@ struct Restorer {
     for (pid_t p : created) LOG_DEBUG("killed restored pid %d", p);
     // Reap what is ours so nothing is left behind as a zombie.
     for (pid_t p : created) waitpid(p, nullptr, __WALL | WNOHANG);
+    if (cg) {
+      for (pid_t p : created)  // dead tasks leave their cgroups before rmdir
+        for (int i = 0; i < 200 && ::kill(p, 0) == 0; ++i) {
+          waitpid(p, nullptr, __WALL | WNOHANG);
+          usleep(5000);
+        }
+      cg->rollback();
+    }
     for (auto& [id, s] : shm) {
       if (s.base) munmap(s.base, s.size);
       if (s.fd >= 0) ::close(s.fd);
@@ -727,6 +738,9 @@ int restore_tree(const RestoreOptions& o) {
         }
         break;
       }
+      case pb::Frame::kCgroup:
+        R.cgroups.push_back(f.cgroup());
+        break;
       case pb::Frame::kSocket:
         R.socket_descs.insert(f.socket().desc());
         break;
@@ -739,7 +753,24 @@ int restore_tree(const RestoreOptions& o) {
   for (auto& [pid, t] : R.tasks)
     if (!t.mm_seen) bad_input(strf("image has no memory layout for pid %d", pid));
   for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish(); });
+  if (!R.cgroups.empty()) {  // every task into its cgroup before it runs
+    CgroupRestoreOptions co;
+    co.cgroup_root = o.cgroup_root;
+    co.mode = parse_cgroup_mode(o.cgroup_mode);
+    co.skip_missing = o.cgroup_skip_missing;
+    R.cg = std::make_unique<CgroupRestorer>();
+    with_context("restoring cgroups", [&] {
+      R.cg->plan(R.cgroups, co);
+      R.cg->create();
+      for (auto& [pid, t] : R.tasks) {
+        std::vector<pid_t> tids;
+        for (auto& th : t.threads) tids.push_back(static_cast<pid_t>(th.tid()));
+        R.cg->place(pid, tids);
+      }
+    });
+  }
   for (pid_t tid : R.seized) detach_thread(tid);
+  if (R.cg) R.cg->finish();  // freezes what was frozen, with its tasks in it
   R.committed = true;
   LOG_INFO("restored %zu processes, root pid %d", R.tasks.size(), R.root);
   if (!o.pidfile.empty()) {

@@ -106,3 +106,23 @@ load helpers
   dump_kill_restore
   check_wl signals "$WPID"
 }
+
+@test "a task in a nested cgroup comes back in it, its cgroups recreated" {
+  local cg=/sys/fs/cgroup/unified/ck-test-restore-$$
+  mkdir -p "$cg/inner"
+  echo 3 > "$cg/cgroup.max.depth"
+  start_wl counter 8
+  echo "$WPID" > "$cg/inner/cgroup.procs"
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  sleep 0.3
+  rmdir "$cg/inner" "$cg"
+  run ck-restore -D "$T/img" -d
+  assert_success
+  run grep '^0::' /proc/"$WPID"/cgroup
+  assert_output "0::/ck-test-restore-$$/inner"
+  [ "$(cat "$cg/cgroup.max.depth")" = 3 ]
+  check_wl counter "$WPID"
+  sleep 0.3
+  rmdir "$cg/inner" "$cg"
+}

@@ -10,5 +10,9 @@ int main(int argc, char** argv) {
   app.add_option("-D,--images-dir", o.dir, "image set to restore (default: a stream on stdin)");
   app.add_flag("-d,--detach", o.detach, "do not wait for the root task; exit 0 once it runs");
   app.add_option("--pidfile", o.pidfile, "write the root task's pid to this file");
+  app.add_option("--cgroup-root", o.cgroup_root, "restore the image's cgroups under this cgroup (default /)");
+  app.add_option("--cgroup-mode", o.cgroup_mode, "an existing cgroup: strict (reuse only if equal), overwrite, ignore")
+      ->check(CLI::IsMember({"strict", "overwrite", "ignore"}));
+  app.add_flag("--cgroup-skip-missing", o.cgroup_skip_missing, "a cgroup setting this kernel lacks: warn instead of failing");
   return ck::run_tool("ck-restore", app, common, argc, argv, [&] { return ck::restore_tree(o); });
 }

@@ -6,10 +6,13 @@
 
 #include <algorithm>
 #include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "error.h"
 #include "log.h"
+#include "vma.h"
 
 CK_LOG_MODULE("image");
 
@@ -108,7 +111,17 @@ struct SumWriter {
 
 // ---- put ------------------------------------------------------------------
 
-void stream_to_image(StreamReader& r, const std::string& dir, bool replace) {
+void stream_to_image(StreamReader& r, const std::string& dir, bool replace, const std::string& parent) {
+  std::string parent_abs;
+  uint32_t parent_root = 0;
+  if (!parent.empty()) {
+    char* rp = ::realpath(parent.c_str(), nullptr);
+    if (!rp) bad_input(strf("unable to open parent image '%s': %s", parent.c_str(), std::strerror(errno)));
+    parent_abs = rp;
+    std::free(rp);
+    ImageSet pi = ImageSet::open(parent_abs);  // the whole chain, validated
+    parent_root = pi.header().root_pid();
+  }
   PutFiles files;
   files.dir = dir;
   if (::mkdir(dir.c_str(), 0700) == 0)
@@ -137,6 +150,9 @@ void stream_to_image(StreamReader& r, const std::string& dir, bool replace) {
   std::string lenb;
   pb::Frame f;
   while (r.next(&f)) {
+    if (f.has_header() && !parent_abs.empty() && f.header().root_pid() != parent_root)
+      bad_input(strf("the stream is of root pid %u, parent image '%s' of root pid %u", f.header().root_pid(),
+                     parent.c_str(), parent_root));
     const std::string& raw = r.raw();
     lenb.clear();
     put_len(&lenb, static_cast<uint32_t>(raw.size()));
@@ -164,13 +180,28 @@ void stream_to_image(StreamReader& r, const std::string& dir, bool replace) {
   write_full(mfd.get(), m.data(), m.size());
   if (fsync(mfd.get()) != 0) throw_errno("unable to sync image in " + quote(dir));
 
+  std::string parent_tmp = std::string(".") + kParentFile + tag;
+  if (!parent_abs.empty()) {
+    char* here = ::realpath(dir.c_str(), nullptr);
+    bool self = here && parent_abs == here;
+    std::free(here);
+    if (self) bad_input(strf("image '%s' cannot be its own parent", dir.c_str()));
+    ScopedFd pf = files.create(parent_tmp);
+    std::string line = parent_abs + "\n";
+    write_full(pf.get(), line.data(), line.size());
+    if (fsync(pf.get()) != 0) throw_errno("unable to sync image in " + quote(dir));
+  }
+
   // Commit: the old manifest goes first so that no mix of files is an image.
   if (::unlinkat(d.get(), kManifestFile, 0) != 0 && errno != ENOENT)
     throw_errno(strf("unable to remove '%s/%s'", dir.c_str(), kManifestFile));
+  if (::unlinkat(d.get(), kParentFile, 0) != 0 && errno != ENOENT)
+    throw_errno(strf("unable to remove '%s/%s'", dir.c_str(), kParentFile));
   auto mv = [&](const std::string& from, const char* to) {
     if (::renameat(d.get(), from.c_str(), d.get(), to) != 0)
       throw_errno(strf("unable to rename '%s/%s'", dir.c_str(), from.c_str()));
   };
+  if (!parent_abs.empty()) mv(parent_tmp, kParentFile);
   mv(pages_tmp, kPagesFile);
   mv(frames_tmp, kFramesFile);
   mv(manifest_tmp, kManifestFile);
@@ -186,7 +217,70 @@ void ImageSet::corrupt(const std::string& why) const {
   bad_input(strf("image '%s' is corrupt: ", dir_.c_str()) + why);
 }
 
+ImageSet::~ImageSet() = default;
+
 ImageSet ImageSet::open(const std::string& dir) {
+  ImageSet im = open_one(dir);
+  std::set<std::string> seen;
+  {
+    char* rp = ::realpath(dir.c_str(), nullptr);
+    if (rp) seen.insert(rp);
+    std::free(rp);
+  }
+  std::string cur = dir;
+  for (;;) {
+    ScopedFd d = open_dir(cur);
+    ScopedFd pf(::openat(d.get(), kParentFile, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!pf.valid()) {
+      if (errno == ENOENT) break;
+      if (errno == ELOOP) bad_input(strf("'%s/%s' is a symbolic link, refusing it", cur.c_str(), kParentFile));
+      throw_errno(strf("unable to open '%s/%s'", cur.c_str(), kParentFile));
+    }
+    std::string line(4097, '\0');
+    line.resize(read_full(pf.get(), line.data(), line.size()));
+    if (line.size() < 2 || line.size() > 4096 || line.back() != '\n' || line[0] != '/' ||
+        line.find('\0') != std::string::npos || line.find('\n') != line.size() - 1)
+      bad_input(strf("'%s/%s' does not hold an absolute path", cur.c_str(), kParentFile));
+    line.pop_back();
+    if (!seen.insert(line).second) bad_input(strf("image chain of '%s' loops back to '%s'", dir.c_str(), line.c_str()));
+    if (im.parents_.size() >= kMaxChain) bad_input(strf("image chain of '%s' is over %d images long", dir.c_str(), kMaxChain));
+    auto p = std::make_unique<ImageSet>(open_one(line));
+    // Index what this older round holds.
+    Level lv;
+    lv.incremental = p->header().incremental();
+    pb::Frame f;
+    while (p->next_own(&f)) {
+      if (f.has_mm()) lv.has_mm.insert(f.mm().pid() ? f.mm().pid() : f.pid());
+      if (f.has_pages() && f.pages().shmid() == 0) {
+        const auto& r = f.pages();
+        lv.runs[r.pid()].push_back({r.addr(), r.npages(), r.has_payload() ? p->payload_offset() : 0, r.round(),
+                                    r.has_payload()});
+      }
+      if (f.has_note() && f.note().stage() == "ck-memread") {
+        const std::string& t = f.note().text();
+        unsigned pid = 0;
+        int used = 0;
+        if (std::sscanf(t.c_str(), "fresh %u%n", &pid, &used) == 1) {
+          const char* q = t.c_str() + used;
+          unsigned long long a, b;
+          int n = 0;
+          while (std::sscanf(q, " %llx-%llx%n", &a, &b, &n) == 2) {
+            lv.fresh[pid].push_back({a, b});
+            q += n;
+          }
+        }
+      }
+    }
+    p->rewind();
+    im.levels_.push_back(std::move(lv));
+    im.parents_.push_back(std::move(p));
+    cur = line;
+  }
+  im.rewind();
+  return im;
+}
+
+ImageSet ImageSet::open_one(const std::string& dir) {
   ImageSet im;
   im.dir_ = dir;
   ScopedFd d = open_dir(dir);
@@ -232,7 +326,7 @@ ImageSet ImageSet::open(const std::string& dir) {
   im.rewind();
   pb::Frame f;
   uint64_t payload = 0;
-  while (im.next(&f)) payload += im.payload_size() * (f.has_pages() && f.pages().has_payload());
+  while (im.next_own(&f)) payload += im.payload_size() * (f.has_pages() && f.pages().has_payload());
   if (im.trailer_raw_.empty()) im.corrupt("no trailer");
   if (im.trailer_.frames() != im.frames_read_)
     im.corrupt(strf("trailer counts %" PRIu64 " frames, %s holds %" PRIu64, im.trailer_.frames(), kFramesFile,
@@ -246,6 +340,14 @@ ImageSet ImageSet::open(const std::string& dir) {
 }
 
 void ImageSet::rewind() {
+  cur_fd_ = -1;
+  have_look_ = look_ok_ = false;
+  block_pid_ = 0;
+  block_vmas_.clear();
+  covered_.clear();
+  pending_.clear();
+  pending_fd_.clear();
+  pending_at_ = 0;
   pos_ = end_ = 0;
   off_ = 0;
   done_ = false;
@@ -291,7 +393,143 @@ bool ImageSet::read_frame(std::string* out) {
   return true;
 }
 
+namespace {
+void add_interval(std::map<uint64_t, uint64_t>& m, uint64_t lo, uint64_t hi) {
+  if (lo >= hi) return;
+  auto it = m.upper_bound(lo);
+  if (it != m.begin()) {
+    auto pv = std::prev(it);
+    if (pv->second >= lo) {
+      lo = pv->first;
+      hi = std::max(hi, pv->second);
+      it = m.erase(pv);
+    }
+  }
+  while (it != m.end() && it->first <= hi) {
+    hi = std::max(hi, it->second);
+    it = m.erase(it);
+  }
+  m[lo] = hi;
+}
+// The parts of [lo, hi) outside every interval of m.
+std::vector<std::pair<uint64_t, uint64_t>> subtract(const std::map<uint64_t, uint64_t>& m, uint64_t lo, uint64_t hi) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  auto it = m.upper_bound(lo);
+  if (it != m.begin()) --it;
+  uint64_t at = lo;
+  for (; it != m.end() && it->first < hi && at < hi; ++it) {
+    if (it->second <= at) continue;
+    if (it->first > at) out.push_back({at, it->first});
+    at = std::max(at, it->second);
+  }
+  if (at < hi) out.push_back({at, hi});
+  return out;
+}
+}  // namespace
+
+void ImageSet::end_block() {
+  uint32_t pid = block_pid_;
+  block_pid_ = 0;
+  pending_.clear();
+  pending_fd_.clear();
+  pending_at_ = 0;
+  std::map<uint64_t, uint64_t> allowed;
+  for (const auto& v : block_vmas_)
+    if (vma_has_private_pages(v)) add_interval(allowed, v.start(), v.end());
+  for (size_t l = 0; l < levels_.size(); ++l) {
+    Level& lv = levels_[l];
+    if (!lv.has_mm.count(pid)) break;  // not this process (or not yet) in that round
+    auto rit = lv.runs.find(pid);
+    if (rit != lv.runs.end()) {
+      for (const auto& r : rit->second) {
+        uint64_t end = r.addr + r.npages * kPageSize;
+        for (auto& [a0, a1] : allowed) {
+          uint64_t lo = std::max(a0, r.addr), hi = std::min(a1, end);
+          if (lo >= hi) continue;
+          for (auto& [p0, p1] : subtract(covered_, lo, hi)) {
+            pb::Frame g;
+            g.set_pid(pid);
+            auto* pr = g.mutable_pages();
+            pr->set_pid(pid);
+            pr->set_addr(p0);
+            pr->set_npages(static_cast<uint32_t>((p1 - p0) / kPageSize));
+            pr->set_has_payload(r.payload);
+            pr->set_round(r.round);
+            Saved sv{g.SerializeAsString(), r.payload ? r.off + (p0 - r.addr) : 0, r.payload ? p1 - p0 : 0,
+                     r.payload ? p1 - p0 : 0};
+            pending_.push_back({std::move(g), std::move(sv)});
+            pending_fd_.push_back(parents_[l]->pages_.get());
+          }
+        }
+      }
+      for (const auto& r : rit->second) add_interval(covered_, r.addr, r.addr + r.npages * kPageSize);
+    }
+    auto fit = lv.fresh.find(pid);
+    if (fit != lv.fresh.end())
+      for (auto& [a, b] : fit->second) add_interval(covered_, a, b);
+    if (!lv.incremental) break;  // a full round: nothing older counts
+  }
+  covered_.clear();
+}
+
 bool ImageSet::next(pb::Frame* f) {
+  if (parents_.empty()) return next_own(f);
+  for (;;) {
+    if (pending_at_ < pending_.size()) {
+      *f = pending_[pending_at_].first;
+      const Saved& sv = pending_[pending_at_].second;
+      raw_ = sv.raw;
+      payload_off_ = sv.off, payload_len_ = sv.len, payload_left_ = sv.left;
+      cur_fd_ = pending_fd_[pending_at_];
+      ++pending_at_;
+      return true;
+    }
+    if (!have_look_) {
+      look_ok_ = next_own(&look_);
+      look_saved_ = {raw_, payload_off_, payload_len_, payload_left_};
+      have_look_ = true;
+    }
+    if (block_pid_) {
+      bool in_block = look_ok_ && ((look_.has_pages() && look_.pages().pid() == block_pid_) ||
+                                   (look_.has_note() && look_.pid() == block_pid_));
+      if (!in_block) {
+        end_block();
+        continue;
+      }
+    }
+    have_look_ = false;
+    cur_fd_ = -1;
+    raw_ = look_saved_.raw;
+    payload_off_ = look_saved_.off, payload_len_ = look_saved_.len, payload_left_ = look_saved_.left;
+    if (!look_ok_) return false;
+    *f = look_;
+    if (f->has_header()) {
+      f->mutable_header()->set_incremental(false);  // the chain reads as a whole image
+      raw_ = f->SerializeAsString();
+    } else if (f->has_mm()) {
+      block_pid_ = f->mm().pid() ? f->mm().pid() : f->pid();
+      block_vmas_.assign(f->mm().vmas().begin(), f->mm().vmas().end());
+    } else if (block_pid_ && f->has_pages() && f->pages().shmid() == 0) {
+      add_interval(covered_, f->pages().addr(), f->pages().addr() + uint64_t{f->pages().npages()} * kPageSize);
+    } else if (block_pid_ && f->has_note() && f->note().stage() == "ck-memread") {
+      const std::string& t = f->note().text();
+      unsigned pid = 0;
+      int used = 0;
+      if (std::sscanf(t.c_str(), "fresh %u%n", &pid, &used) == 1 && pid == block_pid_) {
+        const char* q = t.c_str() + used;
+        unsigned long long a, b;
+        int n = 0;
+        while (std::sscanf(q, " %llx-%llx%n", &a, &b, &n) == 2) {
+          add_interval(covered_, a, b);
+          q += n;
+        }
+      }
+    }
+    return true;
+  }
+}
+
+bool ImageSet::next_own(pb::Frame* f) {
   if (done_) return false;
   payload_left_ = 0;
   if (!read_frame(&raw_)) corrupt(strf("%s ends without a trailer", kFramesFile));
@@ -338,7 +576,7 @@ void ImageSet::read_pages(void* dst, size_t len, uint64_t off) const {
   auto* out = static_cast<char*>(dst);
   size_t got = 0;
   while (got < len) {
-    ssize_t n = ::pread(pages_.get(), out + got, len - got, static_cast<off_t>(off + got));
+    ssize_t n = ::pread(pages_fd(), out + got, len - got, static_cast<off_t>(off + got));
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_errno(strf("unable to read '%s/%s'", dir_.c_str(), kPagesFile));
@@ -355,6 +593,13 @@ void ImageSet::read_payload(void* dst, size_t len) {
 }
 
 void ImageSet::verify() {
+  if (!parents_.empty()) {
+    ImageSet own = open_one(dir_);
+    own.verify();
+    for (auto& p : parents_) p->verify();
+    rewind();
+    return;
+  }
   rewind();
   Ck64 sum;
   sum.update(kMagic, sizeof kMagic);
@@ -446,6 +691,10 @@ void image_to_stream(const std::string& dir, int out_fd) {
       im.read_payload(b.data(), n);
       out.payload(b.data(), n);
     }
+  }
+  if (im.chain_length() > 1) {  // a whole image read through the chain: a trailer of its own
+    out.finish();
+    return;
   }
   if (out.checksum() != im.trailer().checksum())
     bad_input(strf("image '%s' is corrupt: checksum mismatch (page or frame data changed)", dir.c_str()));

@@ -15,8 +15,22 @@
 //
 // Put writes temporary files and renames them in place only after the whole
 // input stream (its trailer checksum included) has been verified.
+//
+// Incremental image sets (pre-dump rounds): `ck-store put --parent PREV`
+// also writes DIR/parent (before the manifest), one line: PREV's absolute
+// path.  Opening such a DIR opens the whole chain and presents it as one
+// image: the frames of the newest round, and after each process's own page
+// runs, the runs of older rounds that still count (inside the newest
+// layout, not carried by a newer round, not in a range a newer round marked
+// "fresh" with a ck-memread Note, not past a round where the process did
+// not exist or a round that is not incremental).  Those runs keep their
+// PageRun.round; their payloads come from the older rounds' pages.img
+// (pages_fd() and payload_offset() name the current run's file).
 #pragma once
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,7 +49,10 @@ constexpr uint32_t kImageVersion = 1;
 // Stores the stream read from r into dir (created if missing, mode 0700).
 // Refuses (status 1) when dir already holds an image unless replace.  On any
 // error nothing is left in dir but what was there before.
-void stream_to_image(StreamReader& r, const std::string& dir, bool replace = false);
+// parent: the image this one is a round on top of (empty: none).
+void stream_to_image(StreamReader& r, const std::string& dir, bool replace = false, const std::string& parent = "");
+constexpr char kParentFile[] = "parent";
+constexpr int kMaxChain = 256;
 
 // Writes the stream stored in dir to out_fd, byte-identical to the one that
 // was put.  A corrupt image gives status 3; the trailer is then not written,
@@ -49,6 +66,10 @@ class ImageSet {
   static ImageSet open(const std::string& dir);
   ImageSet(ImageSet&&) = default;
   ImageSet& operator=(ImageSet&&) = default;
+  ~ImageSet();
+  // Images in the chain (1: not incremental), newest first.
+  size_t chain_length() const { return 1 + parents_.size(); }
+  const std::string& chain_dir(size_t i) const { return i ? parents_[i - 1]->dir_ : dir_; }
 
   // Frames in stream order, header first, the trailer not included.
   bool next(pb::Frame* f);
@@ -64,7 +85,7 @@ class ImageSet {
   // pread of pages.img, exact or status 3.
   void read_pages(void* dst, size_t len, uint64_t off) const;
 
-  int pages_fd() const { return pages_.get(); }
+  int pages_fd() const { return cur_fd_ >= 0 ? cur_fd_ : pages_.get(); }
   uint64_t pages_size() const { return pages_size_; }
   const pb::Header& header() const { return header_; }
   const pb::Trailer& trailer() const { return trailer_; }
@@ -72,11 +93,42 @@ class ImageSet {
   const std::string& dir() const { return dir_; }
 
   // Reads every page and recomputes the stream checksum; status 3 when it
-  // does not match the trailer.  Rewinds.
+  // does not match the trailer (each image of a chain against its own).
+  // Rewinds.
   void verify();
 
  private:
   ImageSet() = default;
+  static ImageSet open_one(const std::string& dir);
+  bool next_own(pb::Frame* f);
+  void end_block();  // queues the older rounds' runs of block_pid_
+  struct Saved {
+    std::string raw;
+    uint64_t off, len, left;
+  };
+  struct RunRef {
+    uint64_t addr, npages, off;
+    uint32_t round;
+    bool payload;
+  };
+  struct Level {  // what an older round holds, per pid
+    bool incremental = false;
+    std::map<uint32_t, std::vector<RunRef>> runs;
+    std::map<uint32_t, std::vector<std::pair<uint64_t, uint64_t>>> fresh;
+    std::set<uint32_t> has_mm;
+  };
+  std::vector<std::unique_ptr<ImageSet>> parents_;
+  std::vector<Level> levels_;
+  int cur_fd_ = -1;
+  bool have_look_ = false, look_ok_ = false;
+  pb::Frame look_;
+  Saved look_saved_;
+  uint32_t block_pid_ = 0;
+  std::vector<pb::Vma> block_vmas_;
+  std::map<uint64_t, uint64_t> covered_;
+  std::vector<std::pair<pb::Frame, Saved>> pending_;
+  size_t pending_at_ = 0;
+  std::vector<int> pending_fd_;
   bool read_frame(std::string* out);  // false at end of frames.img
   void fill(void* dst, size_t len, const char* where);
   [[noreturn]] void corrupt(const std::string& why) const;

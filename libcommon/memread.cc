@@ -12,10 +12,12 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 
 #include "error.h"
 #include "log.h"
 #include "proc.h"
+#include "track.h"
 #include "vma.h"
 
 CK_LOG_MODULE("memread");
@@ -36,6 +38,8 @@ constexpr uint64_t kPageIsPresent = 1 << 3;
 constexpr uint64_t kPageIsSwapped = 1 << 4;
 constexpr uint64_t kPageIsPfnZero = 1 << 5;
 constexpr uint64_t kPageIsHuge = 1 << 6;
+constexpr uint64_t kPmScanWpMatching = 1 << 0;
+constexpr uint64_t kPmScanCheckWpasync = 1 << 1;
 constexpr unsigned long kPagemapScan = _IOWR('f', 16, struct ck_pm_scan_arg);
 // /proc/PID/pagemap entry bits
 constexpr uint64_t kPmPresent = 1ull << 63;
@@ -130,14 +134,21 @@ void MemReader::dump(const std::vector<pid_t>& pids) {
     }
   }
   for (size_t i = 0; i < pids.size(); ++i)
-    with_context(strf("pid %d", pids[i]), [&] { dump_process(pids[i], layouts[i]); });
+    with_context(strf("pid %d", pids[i]), [&] {
+      std::vector<uint8_t> modes(layouts[i].size(), 0);
+      if (planner_) {
+        planner_(pids[i], layouts[i], modes);
+        modes.resize(layouts[i].size(), 0);
+      }
+      dump_process(pids[i], layouts[i], modes);
+    });
   LOG_INFO("%lu vmas, %lu pages in %lu runs, %lu zero pages in %lu zero runs, %lu shared objects, %lu unreadable",
            (unsigned long)stats_.vmas, (unsigned long)stats_.pages, (unsigned long)stats_.runs,
            (unsigned long)stats_.zero_pages, (unsigned long)stats_.zero_runs, (unsigned long)stats_.objects,
            (unsigned long)stats_.unreadable);
 }
 
-void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas) {
+void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const std::vector<uint8_t>& modes) {
   pid_ = pid;
   mem_.reset();
   std::string pm = strf("/proc/%d/pagemap", pid);
@@ -152,8 +163,21 @@ void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas) {
   mm->set_pid(pid);
   for (auto& v : vmas) *mm->add_vmas() = v;
   w_.frame(f);
+  if (incremental_) {
+    // The ranges this round carries whole: older rounds count for nothing there.
+    std::string text = strf("fresh %d", pid);
+    for (size_t i = 0; i < vmas.size(); ++i)
+      if (!modes[i] && vma_has_private_pages(vmas[i]))
+        text += strf(" %lx-%lx", (unsigned long)vmas[i].start(), (unsigned long)vmas[i].end());
+    pb::Frame n;
+    n.set_pid(pid);
+    n.mutable_note()->set_stage("ck-memread");
+    n.mutable_note()->set_text(text);
+    w_.frame(n);
+  }
 
-  for (const auto& v : vmas) {
+  for (size_t vi = 0; vi < vmas.size(); ++vi) {
+    const pb::Vma& v = vmas[vi];
     ++stats_.vmas;
     LOG_DEBUG("pid %d vma %s kind %s%s%s", pid, format_vma(v).c_str(), pb::VmaKind_Name(v.kind()).c_str(),
               v.shmid() ? strf(" shmid %#lx", (unsigned long)v.shmid()).c_str() : "",
@@ -170,7 +194,15 @@ void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas) {
         scan(v.start(), v.end(), false, v.pgoff(), v.shmid());
       }
     }
-    if (vma_has_private_pages(v)) scan(v.start(), v.end(), true, v.start(), 0);
+    if (!vma_has_private_pages(v)) continue;
+    if (modes[vi] && scan_ioctl_) {
+      ++stats_.dirty_vmas;
+      if (scan_written(v.start(), v.end(), v.start())) continue;
+      // Not registered after all (the mapping changed since the layout was
+      // read): everything; the next round sees the new layout.
+      LOG_DEBUG("pid %d: vma %s is not tracked any more: copied whole", pid, format_vma(v).c_str());
+    }
+    scan(v.start(), v.end(), true, v.start(), 0);
   }
   flush();
   pagemap_.reset();
@@ -211,6 +243,38 @@ void MemReader::scan(uint64_t start, uint64_t end, bool anon_only, uint64_t labe
     if (a.walk_end >= end || a.walk_end <= a.start) break;
     a.start = a.walk_end;
   }
+}
+
+bool MemReader::scan_written(uint64_t start, uint64_t end, uint64_t label_base) {
+  split_ = true;
+  ck_page_region regs[512];
+  ck_pm_scan_arg a;
+  std::memset(&a, 0, sizeof a);
+  a.size = sizeof a;
+  a.flags = kPmScanWpMatching | kPmScanCheckWpasync;
+  a.start = start;
+  a.end = end;
+  a.vec = reinterpret_cast<uintptr_t>(regs);
+  a.vec_len = sizeof regs / sizeof regs[0];
+  a.category_mask = kPageIsWritten;
+  a.return_mask = kPageIsWritten | kPageIsFile | kPageIsPfnZero;
+  for (;;) {
+    int n = ::ioctl(pagemap_.get(), kPagemapScan, &a);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EPERM && a.start == start) return false;
+      if (errno == ESRCH) fail(strf("pid %d vanished during the dump", pid_));
+      throw_errno(strf("unable to scan written pages of pid %d", pid_));
+    }
+    for (int i = 0; i < n; ++i) {
+      uint64_t c = regs[i].categories;
+      if (c & (kPageIsPfnZero | kPageIsFile)) continue;
+      queue(regs[i].start, regs[i].end - regs[i].start, label_base + (regs[i].start - start), 0);
+    }
+    if (a.walk_end >= end || a.walk_end <= a.start) break;
+    a.start = a.walk_end;
+  }
+  return true;
 }
 
 void MemReader::scan_pagemap_file(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base,
@@ -370,6 +434,7 @@ void MemReader::emit(const char* data, uint64_t label, uint64_t npages, uint64_t
   pb::PageRun run;
   run.set_pid(static_cast<uint32_t>(pid_));
   run.set_shmid(shmid);
+  run.set_round(round_);
   uint64_t i = 0;
   while (i < npages) {
     bool zero = page_is_zero(data + i * kPageSize);
@@ -394,7 +459,186 @@ void MemReader::emit(const char* data, uint64_t label, uint64_t npages, uint64_t
   }
 }
 
+namespace {
+
+void write_process_frames(StreamWriter& w, const std::vector<pid_t>& pids) {
+  for (pid_t pid : pids) {
+    Stat st;
+    try {
+      st = read_stat(pid);
+    } catch (const Error&) {
+      fail(strf("pid %d: no such process", pid));
+    }
+    pb::Frame f;
+    f.set_pid(static_cast<uint32_t>(pid));
+    auto* p = f.mutable_process();
+    p->set_pid(static_cast<uint32_t>(pid));
+    p->set_ppid(static_cast<uint32_t>(st.u(4)));
+    p->set_comm(st.comm);
+    w.frame(f);
+  }
+}
+
+bool same_vma(const TrackedVma& a, const pb::Vma& b) {
+  return a.start == b.start() && a.end == b.end() && a.prot == b.prot() && a.flags == b.flags() &&
+         a.pgoff == b.pgoff() && a.dev == b.dev() && a.ino == b.ino();
+}
+
+double now_s() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+// One pre-dump round: --track (round 1, everything, arming first) or
+// --dirty (what changed).  pids: the processes to dump; standalone: this
+// tool may seize processes to arm them (otherwise ck-freeze holds them and
+// nothing new is armed: the round is the last one).
+void track_round(const MemreadOptions& o, pid_t root, const std::vector<pid_t>& pids, bool standalone,
+                 StreamWriter& w) {
+  double t0 = now_s();
+  TrackState st(track_state_dir(o.state_dir), root);
+  uint32_t round = 1;
+  if (o.track) {
+    if (st.exists()) {
+      st.load();
+      st.remove_all();  // tracking again from scratch
+    }
+  } else {
+    st.load();
+    round = st.round() + 1;
+  }
+  std::map<pid_t, TrackedProc> old = st.procs();
+  auto& procs = st.procs();
+  procs.clear();
+  double freeze_ms = 0;
+  uint64_t armed_now = 0;
+  // Arms pid with a new uffd and holder; returns false if it cannot be.
+  auto arm_new = [&](pid_t pid) {
+    auto it = old.find(pid);
+    if (it != old.end()) stop_holder(it->second.holder);
+    double ms = 0;
+    int uffd = arm_tracking(pid, &ms, false);
+    freeze_ms += ms;
+    ++armed_now;
+    TrackedProc& p = procs[pid];
+    p.pid = pid;
+    p.start_time = proc_start_time(pid);
+    p.holder = spawn_holder(pid, uffd);
+  };
+  if (o.track)
+    for (pid_t pid : pids) with_context(strf("pid %d", pid), [&] { arm_new(pid); });
+
+  MemReader m(w, o.buffer_bytes);
+  m.set_round(round, o.dirty);
+  m.set_planner([&](pid_t pid, std::vector<pb::Vma>& vmas, std::vector<uint8_t>& modes) {
+    if (o.track) {
+      procs[pid].vmas = to_tracked(vmas);
+      return;  // round 1: everything
+    }
+    uint64_t start = proc_start_time(pid);
+    auto it = old.find(pid);
+    ScopedFd uffd;
+    if (it != old.end() && it->second.start_time == start) uffd.reset(take_from_holder(it->second.holder));
+    bool any_uw = false;
+    for (const auto& v : vmas) any_uw |= vma_has_uw(v);
+    if (!uffd.valid() || !any_uw) {
+      // A new process (fork child, new pid), an exec'd one (new mm, none of
+      // its mappings registered) or one whose holder is gone: everything.
+      LOG_INFO("pid %d: %s: full copy", pid,
+               it == old.end() ? "not tracked before (new process)"
+               : it->second.start_time != start ? "a different process with the same pid"
+               : !uffd.valid() ? "tracking lost (holder gone)"
+                               : "no mapping is tracked any more (exec)");
+      if (standalone) {
+        arm_new(pid);
+        vmas = read_vmas(pid);  // with the uw flags arming set
+        procs[pid].vmas = to_tracked(vmas);
+      } else {
+        procs[pid] = {pid, start, it != old.end() ? it->second.holder : 0, to_tracked(vmas)};
+      }
+      return;
+    }
+    TrackedProc& p = procs[pid];
+    p = {pid, start, it->second.holder, {}};
+    std::string pm = strf("/proc/%d/pagemap", pid);
+    ScopedFd pagemap(::open(pm.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!pagemap.valid()) throw_errno("unable to open '" + pm + "'");
+    std::map<uint64_t, const TrackedVma*> prev;
+    for (const auto& t : it->second.vmas) prev[t.start] = &t;
+    for (size_t i = 0; i < vmas.size(); ++i) {
+      pb::Vma& v = vmas[i];
+      if (!vma_trackable(v)) continue;
+      auto pv = prev.find(v.start());
+      if (pv != prev.end() && pv->second->uw && vma_has_uw(v) && same_vma(*pv->second, v)) {
+        modes[i] = 1;
+        continue;
+      }
+      // New, moved, resized or re-protected: register and write-protect it
+      // before its pages are copied, then copy everything.
+      if (arm_range(uffd.get(), pagemap.get(), v.start(), v.end())) {
+        if (!vma_has_uw(v)) v.set_vmflags(v.vmflags().empty() ? "uw" : v.vmflags() + " uw");
+      } else {
+        LOG_DEBUG("pid %d: vma %s not tracked (%s)", pid, format_vma(v).c_str(), std::strerror(errno));
+      }
+    }
+    p.vmas = to_tracked(vmas);
+  });
+  m.dump(pids);
+  // Holders of processes that left the tree.
+  for (auto& [pid, p] : old)
+    if (!procs.count(pid)) stop_holder(p.holder);
+  st.save(round);
+  const MemStats& s = m.stats();
+  double secs = now_s() - t0;
+  LOG_INFO("round %u: %lu pages (%lu bytes), %lu zero pages, %lu of %lu vmas dirty-only, %.3f s, freeze %.3f ms", round,
+           (unsigned long)s.pages, (unsigned long)(s.pages * kPageSize), (unsigned long)s.zero_pages,
+           (unsigned long)s.dirty_vmas, (unsigned long)s.vmas, secs, freeze_ms);
+  if (!o.stats_file.empty()) {
+    std::string line = strf("round=%u pages=%lu bytes=%lu zero_pages=%lu vmas=%lu dirty_vmas=%lu processes=%zu armed=%lu "
+                            "seconds=%.6f freeze_ms=%.3f\n",
+                            round, (unsigned long)s.pages, (unsigned long)(s.pages * kPageSize),
+                            (unsigned long)s.zero_pages, (unsigned long)s.vmas, (unsigned long)s.dirty_vmas,
+                            pids.size(), (unsigned long)armed_now, secs, freeze_ms);
+    ScopedFd fd(::open(o.stats_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+    if (!fd.valid()) throw_errno("unable to open '" + o.stats_file + "'");
+    write_full(fd.get(), line.data(), line.size());
+  }
+}
+
+}  // namespace
+
 int run_memread(const MemreadOptions& o, int in_fd, int out_fd) {
+  if (o.untrack) {
+    TrackState st(track_state_dir(o.state_dir), o.pid);
+    if (!st.exists()) fail(strf("pid %d is not tracked", o.pid));
+    st.load();
+    st.remove_all();
+    return 0;
+  }
+  if (o.pid && (o.track || o.dirty)) {
+    if (o.pid < 0 || !pid_alive(o.pid) || !proc_start_time(o.pid)) {
+      if (o.dirty) {
+        TrackState st(track_state_dir(o.state_dir), o.pid);
+        if (st.exists()) {
+          st.load();
+          st.remove_all();
+          fail(strf("pid %d has exited: tracking ended", o.pid));
+        }
+      }
+      fail(strf("pid %d: no such process", o.pid));
+    }
+    std::vector<pid_t> pids = o.tree ? list_tree(o.pid) : std::vector<pid_t>{o.pid};
+    StreamWriter w(out_fd);
+    pb::Header h = make_header("ck-memread");
+    h.set_root_pid(static_cast<uint32_t>(o.pid));
+    h.set_incremental(o.dirty);
+    w.header(h);
+    write_process_frames(w, pids);
+    track_round(o, o.pid, pids, true, w);
+    w.finish();
+    return 0;
+  }
   if (o.pid) {
     if (o.pid < 0 || !pid_alive(o.pid)) fail(strf("pid %d: no such process", o.pid));
     std::vector<pid_t> pids = o.tree ? list_tree(o.pid) : std::vector<pid_t>{o.pid};
@@ -427,6 +671,8 @@ int run_memread(const MemreadOptions& o, int in_fd, int out_fd) {
   StreamWriter w(out_fd);
   pb::Header h = r.header();
   h.add_writers(std::string("ck-memread ") + kVersion);
+  if (o.track) usage_error("--track needs -t PID (it seizes the target itself)");
+  if (o.dirty) h.set_incremental(true);
   w.header(h);
   std::vector<pid_t> pids;
   forward_frames(r, w, [&](const pb::Frame& f) {
@@ -435,6 +681,11 @@ int run_memread(const MemreadOptions& o, int in_fd, int out_fd) {
       pids.push_back(static_cast<pid_t>(f.process().pid()));
     return true;
   });
+  if (o.dirty) {
+    track_round(o, static_cast<pid_t>(h.root_pid()), pids, false, w);
+    w.finish();
+    return 0;
+  }
   MemReader m(w, o.buffer_bytes);
   m.dump(pids);
   w.finish();

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -26,6 +27,12 @@ struct MemreadOptions {
   pid_t pid = 0;                   // 0: pipeline mode (stdin is a stream)
   bool tree = false;               // with pid: every descendant too
   size_t buffer_bytes = 4u << 20;  // the one page buffer
+  // Pre-dump rounds (see track.h).
+  bool track = false;              // arm write tracking, copy everything (round 1)
+  bool dirty = false;              // copy what was written since the last round
+  bool untrack = false;            // end tracking of pid (stop the holders)
+  std::string state_dir;           // tracking state (default: track_state_dir(""))
+  std::string stats_file;          // append one "round=... pages=..." line per run
 };
 
 // The whole tool: returns the exit status or throws Error.
@@ -43,6 +50,7 @@ bool page_is_zero(const void* p);
 
 struct MemStats {
   uint64_t vmas = 0;
+  uint64_t dirty_vmas = 0;    // VMAs of which only written pages were copied
   uint64_t runs = 0;          // payload runs
   uint64_t zero_runs = 0;
   uint64_t pages = 0;         // pages sent with payload
@@ -65,6 +73,21 @@ class MemReader {
   // Tests: skip PAGEMAP_SCAN and read /proc/PID/pagemap instead.
   void use_pagemap_file() { scan_ioctl_ = false; }
 
+  // Pre-dump rounds.  Every PageRun carries `round`; with incremental, each
+  // MemLayout is followed by a Note (stage "ck-memread") naming the ranges
+  // whose every page this round carries ("fresh PID START-END ..."): a
+  // reader of an image chain takes nothing from older rounds there.
+  void set_round(uint32_t round, bool incremental) {
+    round_ = round;
+    incremental_ = incremental;
+  }
+  // Called for each pid with its layout (which it may replace) before that
+  // pid is dumped; fills one mode per VMA (1: only pages written since the
+  // last round, through PAGEMAP_SCAN with write protection re-armed; 0: every
+  // present page).  Without a planner every VMA is copied whole.
+  using Planner = std::function<void(pid_t, std::vector<pb::Vma>&, std::vector<uint8_t>&)>;
+  void set_planner(Planner p) { planner_ = std::move(p); }
+
  private:
   struct Segment {        // one piece of the buffer
     uint64_t remote;      // address in the target
@@ -78,10 +101,13 @@ class MemReader {
     uint64_t start = 0;   // owner VMA's start
   };
 
-  void dump_process(pid_t pid, std::vector<pb::Vma>& vmas);
+  void dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const std::vector<uint8_t>& modes);
   // Finds present pages of [start, end) and queues them; anon_only skips
   // file-backed (page cache) pages.
   void scan(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base, uint64_t shmid);
+  // Written pages of [start, end) (write protection re-armed atomically).
+  // False if the range is not registered for tracking (nothing queued).
+  bool scan_written(uint64_t start, uint64_t end, uint64_t label_base);
   void scan_pagemap_file(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base, uint64_t shmid);
   void queue(uint64_t remote, uint64_t len, uint64_t label, uint64_t shmid);
   void flush();
@@ -102,6 +128,9 @@ class MemReader {
   bool scan_ioctl_ = true;
   std::map<uint64_t, Object> objects_;
   MemStats stats_;
+  uint32_t round_ = 0;
+  bool incremental_ = false;
+  Planner planner_;
 };
 
 }  // namespace ck

@@ -86,11 +86,11 @@ print(hex(h))')
   ck-store get -D "$T/img" | cmp - "$T/s.ck"
 }
 
-@test "not supported yet: --parent, --name, no -D" {
+@test "not supported yet: --name, no -D; --parent that is no image" {
   "$MK" "$T/s.ck" 2>/dev/null
   run ck-store put --parent "$T/prev" -D "$T/img" < "$T/s.ck"
-  assert_failure 2
-  assert_output --partial "not supported yet"
+  assert_failure 3
+  assert_output --partial "parent image '$T/prev'"
   run ck-store put --name web1 < "$T/s.ck"
   assert_failure 2
   run ck-store put < "$T/s.ck"

@@ -82,6 +82,7 @@ struct Task {
   std::vector<pb::Fd> fds;
   std::vector<pb::Vma> vmas;
   uint64_t runs = 0, pages = 0, zero_pages = 0, shared_pages = 0;
+  std::map<uint32_t, uint64_t> by_round;  // pre-dump round -> pages (with data or zero)
 };
 }  // namespace
 
@@ -121,6 +122,7 @@ int show(Source& s) {
         const auto& p = f.pages();
         Task& t = task(p.pid() ? p.pid() : f.pid());
         ++t.runs;
+        if (p.round()) t.by_round[p.round()] += p.npages();
         if (!p.has_payload())
           t.zero_pages += p.npages();
         else if (p.shmid())
@@ -170,6 +172,11 @@ int show(Source& s) {
                 t.runs, t.pages, t.pages * ck::kPageSize, t.zero_pages);
     if (t.shared_pages) std::printf(", %" PRIu64 " of shared objects", t.shared_pages);
     std::printf("\n");
+    if (!t.by_round.empty()) {  // an image read through a chain of pre-dump rounds
+      std::printf("  pages by round:");
+      for (const auto& [r, n] : t.by_round) std::printf(" %u: %" PRIu64, r, n);
+      std::printf("\n");
+    }
   }
   if (!cgroups.empty()) std::printf("\n");
   for (const auto& c : cgroups) {

@@ -11,7 +11,9 @@ int main(int argc, char** argv) {
       "ck-memread: dump memory layouts and page contents.\n"
       "With -t PID: writes a stream of its own for PID (and with --tree its descendants); the target keeps\n"
       "running, so its memory may change while it is read (freeze it with ck-freeze for a consistent image).\n"
-      "Without -t: reads a stream on stdin, forwards it and appends the memory of every process in it."};
+      "Without -t: reads a stream on stdin, forwards it and appends the memory of every process in it.\n"
+      "Pre-dump rounds: --track arms write tracking and copies everything (round 1); each --dirty copies\n"
+      "only what was written since the round before (also inside ck-freeze, for the last round)."};
   ck::CommonOptions o;
   ck::MemreadOptions m;
   size_t buffer_kib = m.buffer_bytes >> 10;
@@ -19,9 +21,17 @@ int main(int argc, char** argv) {
   app.add_flag("--tree", m.tree, "with -t: every descendant of PID too");
   app.add_option("--buffer-kib", buffer_kib, "size of the page buffer in KiB (default 4096)")
       ->check(CLI::Range(4, 1 << 20));
+  auto* track = app.add_flag("--track", m.track, "with -t: arm write tracking (brief freeze), then copy every page");
+  auto* dirty = app.add_flag("--dirty", m.dirty, "copy only pages written since the last --track/--dirty round");
+  auto* untrack = app.add_flag("--untrack", m.untrack, "with -t: end write tracking of PID");
+  track->excludes(dirty)->excludes(untrack);
+  dirty->excludes(untrack);
+  app.add_option("--state-dir", m.state_dir, "tracking state directory (default $CK_TRACK_DIR or /run/ck/track)");
+  app.add_option("--stats", m.stats_file, "with --track/--dirty: append a line of round figures to FILE");
   ck::add_common_options(app, o);
   return ck::run_tool("ck-memread", app, o, argc, argv, [&] {
     if (m.tree && !m.pid) ck::usage_error("--tree needs -t PID");
+    if ((m.track || m.untrack) && !m.pid) ck::usage_error(m.track ? "--track needs -t PID" : "--untrack needs -t PID");
     m.buffer_bytes = buffer_kib << 10;
     return ck::run_memread(m, STDIN_FILENO, STDOUT_FILENO);
   });

@@ -20,7 +20,6 @@ struct Options {
 };
 
 void need_dir(const Options& o, const char* what) {
-  if (!o.parent.empty()) ck::usage_error("--parent (incremental images) is not supported yet");
   if (!o.name.empty()) ck::usage_error("--name (the in-memory store service) is not supported yet");
   if (o.dir.empty()) ck::usage_error(ck::strf("%s needs -D DIR (the in-memory store service is not supported yet)", what));
 }
@@ -48,6 +47,7 @@ int list(const std::string& dir) {
   std::printf("image %s: format %u.%u, root pid %u, %" PRIu64 " frames, %" PRIu64 " page bytes%s\n", dir.c_str(),
               h.major(), h.minor(), h.root_pid(), im.trailer().frames(), im.trailer().payload_bytes(),
               h.incremental() ? ", incremental" : "");
+  for (size_t i = 1; i < im.chain_length(); ++i) std::printf("parent %zu: %s\n", i, im.chain_dir(i).c_str());
   std::printf("%8s %-16s %8s %8s %10s %10s %14s\n", "PID", "COMM", "FRAMES", "RUNS", "PAGES", "ZERO", "PAGE_BYTES");
   for (auto& [pid, t] : tasks)
     std::printf("%8u %-16s %8" PRIu64 " %8" PRIu64 " %10" PRIu64 " %10" PRIu64 " %14" PRIu64 "\n", pid,
@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
   auto* put = app.add_subcommand("put", "read a stream on stdin, store it in DIR");
   put->add_option("-D,--dir", o.dir, "image directory (created if missing)");
   put->add_flag("-f,--force", o.force, "replace an image already in DIR");
-  put->add_option("--parent", o.parent, "incremental image on top of PREV (not supported yet)");
+  put->add_option("--parent", o.parent, "store a pre-dump round on top of the image in PREV (an incremental image set)");
   put->add_option("--name", o.name, "store in the in-memory store service (not supported yet)");
   auto* get = app.add_subcommand("get", "write the stream stored in DIR to stdout");
   get->add_option("-D,--dir", o.dir, "image directory");
@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
       need_dir(o, "put");
       if (isatty(0)) ck::usage_error("refusing to read a stream from a terminal (pipe one in)");
       ck::StreamReader r(0, "stdin");
-      ck::stream_to_image(r, o.dir, o.force);
+      ck::stream_to_image(r, o.dir, o.force, o.parent);
       return 0;
     }
     if (get->parsed()) {

@@ -32,6 +32,16 @@ CK_LOG_MODULE("freeze");
 namespace ck {
 namespace {
 
+// A child that exits while the tree is being seized (a shell's short-lived
+// command) leaves a zombie its frozen parent cannot reap: let the tree go,
+// give the parent a moment and start again.
+struct Transient {};
+
+bool exiting(pid_t p, pid_t tid) {
+  char st = task_state(p, tid);
+  return st == 0 || st == 'Z' || st == 'X';
+}
+
 struct FrozenTree {
   std::vector<pid_t> procs;                // root first, parents before children
   std::map<pid_t, std::vector<pid_t>> threads;
@@ -57,13 +67,7 @@ struct FrozenTree {
       if (leaders.count(t)) reap(t);
     seized.clear();
     for (pid_t p : procs) {
-      for (int i = 0; i < 1000; ++i) {
-        std::string s;
-        if (!try_read_file(strf("/proc/%d/stat", p), &s)) break;
-        size_t close = s.rfind(')');
-        if (close != std::string::npos && close + 2 < s.size() && (s[close + 2] == 'Z' || s[close + 2] == 'X')) break;
-        usleep(1000);
-      }
+      for (int i = 0; i < 1000 && !exiting(p, p); ++i) usleep(1000);
       LOG_DEBUG("killed pid %d", p);
     }
   }
@@ -75,18 +79,6 @@ struct FrozenTree {
     seized.clear();
   }
 };
-
-// A child that exits while the tree is being seized (a shell's short-lived
-// command) leaves a zombie its frozen parent cannot reap: let the tree go,
-// give the parent a moment and start again.
-struct Transient {};
-
-bool exiting(pid_t p, pid_t tid) {
-  std::string s;
-  if (!try_read_file(strf("/proc/%d/task/%d/stat", p, tid), &s)) return true;
-  size_t close = s.rfind(')');
-  return close == std::string::npos || close + 2 >= s.size() || s[close + 2] == 'Z' || s[close + 2] == 'X';
-}
 
 // Seizes the tree under root until a full pass finds no new thread or child:
 // a stopped thread cannot clone, so the set converges.

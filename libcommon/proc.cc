@@ -41,6 +41,13 @@ std::vector<pid_t> list_children(pid_t pid) {
 
 bool pid_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
 
+char task_state(pid_t pid, pid_t tid) {
+  std::string s;
+  if (!try_read_file(tid ? strf("/proc/%d/task/%d/stat", pid, tid) : strf("/proc/%d/stat", pid), &s)) return 0;
+  size_t close = s.rfind(')');
+  return close != std::string::npos && close + 2 < s.size() ? s[close + 2] : 0;
+}
+
 std::map<std::string, std::string> read_status(pid_t pid, pid_t tid) {
   std::string path = tid ? strf("/proc/%d/task/%d/status", pid, tid) : strf("/proc/%d/status", pid);
   std::string s = read_file(path);

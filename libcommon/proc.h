@@ -12,6 +12,9 @@ namespace ck {
 std::vector<pid_t> list_tids(pid_t pid);       // /proc/PID/task
 std::vector<pid_t> list_children(pid_t pid);   // every thread's children
 bool pid_alive(pid_t pid);
+// The state letter of /proc/PID[/task/TID]/stat ('R', 'S', 'Z', ...), or 0
+// if the task is gone.
+char task_state(pid_t pid, pid_t tid = 0);
 
 // /proc/PID/status as key -> value (value trimmed).
 std::map<std::string, std::string> read_status(pid_t pid, pid_t tid = 0);

@@ -186,8 +186,12 @@ long clone3_thread(struct clone_args* a) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);  // the restorer dies: so do we (reset at the end)
   // Dispositions the restorer set (SIGPIPE ignored) must not leak into the
   // task: start from all-default; the dumped handlers are set later.
+  // Raw: glibc's signal() would leave SA_RESTART and a mask behind.
+  struct {
+    uint64_t handler = 0, flags = 0, restorer = 0, mask = 0;
+  } dfl;
   for (int sig = 1; sig < NSIG; ++sig)
-    if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
+    if (sig != SIGKILL && sig != SIGSTOP) ::syscall(SYS_rt_sigaction, sig, &dfl, nullptr, 8);
   stack_t no_altstack = {nullptr, SS_DISABLE, 0};  // not the restorer's crash stack
   sigaltstack(&no_altstack, nullptr);
   // Everything blocked until the dumped mask is set last: signals queued
@@ -525,8 +529,10 @@ struct MmBuilder {
         std::memcpy(&info, si.raw().data(), std::min(sizeof info, si.raw().size()));
         r2->check("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo, pid, tid, info.si_signo, put(&info, sizeof info));
       }
-      std::string comm = th.comm().empty() ? p.comm() : th.comm();
-      write_file_quiet(strf("/proc/%d/task/%d/comm", pid, tid), comm);
+      // Only the thread itself may set its name (/proc/.../comm refuses
+      // writers from another thread group).
+      std::string comm = (th.comm().empty() ? p.comm() : th.comm()).substr(0, 15);
+      r2->check("prctl", SYS_prctl, PR_SET_NAME, put_str(comm));
       own.reset();
     }
     // The trampoline goes last: one munmap of the page the syscall runs from.
@@ -558,12 +564,6 @@ struct MmBuilder {
     if (r.orig_rax == SYS_clock_nanosleep && !(r.rsi & TIMER_ABSTIME) && r.r10) r.rdx = r.r10;
   }
 
-  static void write_file_quiet(const std::string& path, const std::string& s) {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    (void)!::write(fd, s.data(), s.size());
-    ::close(fd);
-  }
 
   const pb::Vma* vma_at(uint64_t addr) const {
     for (auto& v : t.vmas)
@@ -579,10 +579,8 @@ struct MmBuilder {
 bool pid_free(pid_t pid) {
   for (int i = 0; i < 500; ++i) {
     if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
-    std::string s;
-    if (!try_read_file(strf("/proc/%d/stat", pid), &s)) continue;
-    size_t close = s.rfind(')');
-    if (close == std::string::npos || close + 2 >= s.size() || s[close + 2] != 'Z') return false;
+    char st = task_state(pid);
+    if (st != 0 && st != 'Z') return false;
     usleep(10000);
   }
   return false;

@@ -44,9 +44,14 @@ load helpers
 @test "a restored process can be dumped and restored again" {
   start_wl counter 16
   dump_kill_restore
-  rm -rf "$T/img"
+  mv "$T/img" "$T/img1"
   proc_state "$WPID" > "$T/before2"
   run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  # the second image matches the first in everything but time
+  ck-crit decode -D "$T/img1" > "$T/1.json"
+  ck-crit decode -D "$T/img" > "$T/2.json"
+  run python3 "$CK_TOP/tests/image_diff.py" "$T/1.json" "$T/2.json"
   assert_success
   run ck-restore -D "$T/img" -d
   assert_success
@@ -125,4 +130,54 @@ load helpers
   check_wl counter "$WPID"
   sleep 0.3
   rmdir "$cg/inner" "$cg"
+}
+
+@test "a mapped file that changed since the dump is refused by name, nothing left behind" {
+  cp "$WL/counter" "$T/counter-copy"
+  setsid "$T/counter-copy" 8 > "$T/counter.out" 2>&1 < /dev/null &
+  WPID=$!; PIDS+=("$WPID")
+  wait_line "$T/counter.out" '^READY' 20
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  echo extra >> "$T/counter-copy"
+  run ck-restore -D "$T/img" -d
+  assert_failure 1
+  assert_output --partial "counter-copy"
+  assert_output --partial "changed since the dump"
+  sleep 0.2
+  [ ! -d /proc/"$WPID" ] || [ "$(awk '{print $3}' /proc/"$WPID"/stat)" = Z ]
+}
+
+@test "a file that is gone at restore time is named, nothing left behind" {
+  setsid sh -c 'exec 7<"$0"; sleep 1000' "$T/victim" < /dev/null > /dev/null 2>&1 &
+  WPID=$!; PIDS+=("$WPID")
+  echo hello > "$T/victim"
+  sleep 0.3
+  # sh opened it before it existed? then retry with the file in place
+  [ -e /proc/"$WPID"/fd/7 ] || skip "shell did not open the file"
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  rm "$T/victim"
+  run ck-restore -D "$T/img" -d
+  assert_failure 1
+  assert_output --partial "$T/victim"
+  sleep 0.2
+  [ ! -d /proc/"$WPID" ] || [ "$(awk '{print $3}' /proc/"$WPID"/stat)" = Z ]
+}
+
+@test "killing ck-restore midway leaves nothing restored behind" {
+  start_wl counter 512
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  ck-restore -D "$T/img" -d &
+  local r=$!
+  sleep 0.15
+  kill -9 "$r"
+  wait "$r" || true
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [ -d /proc/"$WPID" ] && [ "$(awk '{print $3}' /proc/"$WPID"/stat 2>/dev/null)" != Z ] || break
+    sleep 0.05
+  done
+  [ ! -d /proc/"$WPID" ] || [ "$(awk '{print $3}' /proc/"$WPID"/stat)" = Z ]
 }

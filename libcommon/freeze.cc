@@ -234,6 +234,11 @@ void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, Stream
     RemoteSyscalls rs(tids.front(), insn);
     uint64_t scr = rs.scratch(4096);
     pr->set_brk(static_cast<uint64_t>(rs.syscall(SYS_brk, 0)));
+    if (rs.syscall(SYS_prctl, PR_GET_PDEATHSIG, scr) == 0) {
+      int32_t pd = 0;
+      read_mem(p, scr, &pd, sizeof pd);
+      pr->set_pdeath_sig(pd);
+    }
     for (int sig = 1; sig <= 64; ++sig) {
       if (sig == SIGKILL || sig == SIGSTOP) continue;
       if (rs.syscall(SYS_rt_sigaction, sig, 0, scr, 8) != 0) continue;  // 32, 33: glibc-internal but valid

@@ -116,3 +116,10 @@ dump_kill_restore() {
   proc_state "$WPID" > "$T/after"
   diff -u "$T/before" "$T/after"
 }
+
+# task_alive PID: prints 1 if PID exists and is not a zombie, else 0.
+task_alive() {
+  local s
+  s=$(awk '{print $3}' /proc/"$1"/stat 2>/dev/null)
+  if [ -n "$s" ] && [ "$s" != Z ]; then echo 1; else echo 0; fi
+}

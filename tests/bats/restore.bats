@@ -71,9 +71,10 @@ load helpers
   start_wl shmtree
   local kids
   kids=$(cat /proc/"$WPID"/task/*/children)
+  kids=$(echo $kids); PIDS+=($kids $(cat /proc/$kids/task/*/children))
   dump_kill_restore
   # the same children, with the same parent links
-  [ "$(cat /proc/"$WPID"/task/*/children)" = "$kids" ]
+  [ "$(echo $(cat /proc/"$WPID"/task/*/children))" = "$kids" ]
   check_wl shmtree "$WPID"
 }
 
@@ -180,4 +181,20 @@ load helpers
     sleep 0.05
   done
   [ ! -d /proc/"$WPID" ] || [ "$(awk '{print $3}' /proc/"$WPID"/stat)" = Z ]
+}
+
+@test "children of a restored tree still die with their parent (PR_SET_PDEATHSIG)" {
+  start_wl shmtree
+  local kid grandkid
+  kid=$(echo $(cat /proc/"$WPID"/task/*/children))
+  grandkid=$(echo $(cat /proc/"$kid"/task/*/children))
+  PIDS+=("$kid" "$grandkid")
+  dump_kill_restore
+  kill -9 "$WPID"
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [ "$(task_alive "$kid")$(task_alive "$grandkid")" = "00" ] && break
+    sleep 0.05
+  done
+  [ "$(task_alive "$kid")$(task_alive "$grandkid")" = "00" ]
 }

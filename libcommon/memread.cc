@@ -17,36 +17,27 @@
 #include "error.h"
 #include "log.h"
 #include "proc.h"
+#include "pagemap_scan.h"
 #include "track.h"
 #include "vma.h"
 
 CK_LOG_MODULE("memread");
 
-// PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h); this machine's headers
-// predate it, so the ABI is spelled out here.
 namespace {
-struct ck_page_region {
-  uint64_t start, end, categories;
-};
-struct ck_pm_scan_arg {
-  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
-  uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
-};
-constexpr uint64_t kPageIsWritten = 1 << 1;
-constexpr uint64_t kPageIsFile = 1 << 2;
-constexpr uint64_t kPageIsPresent = 1 << 3;
-constexpr uint64_t kPageIsSwapped = 1 << 4;
-constexpr uint64_t kPageIsPfnZero = 1 << 5;
-constexpr uint64_t kPageIsHuge = 1 << 6;
-constexpr uint64_t kPmScanWpMatching = 1 << 0;
-constexpr uint64_t kPmScanCheckWpasync = 1 << 1;
-constexpr unsigned long kPagemapScan = _IOWR('f', 16, struct ck_pm_scan_arg);
+using ck::pagemap::kPageIsFile;
+using ck::pagemap::kPageIsPfnZero;
+using ck::pagemap::kPageIsPresent;
+using ck::pagemap::kPageIsSwapped;
+using ck::pagemap::kPageIsWritten;
+using ck::pagemap::kScanCheckWpasync;
+using ck::pagemap::kScanWpMatching;
+using ck_page_region = ck::pagemap::PageRegion;
+using ck_pm_scan_arg = ck::pagemap::ScanArg;
+constexpr unsigned long kPagemapScan = ck::pagemap::kIoctl;
 // /proc/PID/pagemap entry bits
 constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmSwapped = 1ull << 62;
 constexpr uint64_t kPmFile = 1ull << 61;
-static_assert(sizeof(ck_pm_scan_arg) == 96, "pm_scan_arg layout");
-static_assert(kPageIsWritten && kPageIsHuge, "");
 }  // namespace
 
 namespace ck {
@@ -251,7 +242,7 @@ bool MemReader::scan_written(uint64_t start, uint64_t end, uint64_t label_base) 
   ck_pm_scan_arg a;
   std::memset(&a, 0, sizeof a);
   a.size = sizeof a;
-  a.flags = kPmScanWpMatching | kPmScanCheckWpasync;
+  a.flags = kScanWpMatching | kScanCheckWpasync;
   a.start = start;
   a.end = end;
   a.vec = reinterpret_cast<uintptr_t>(regs);

@@ -1,3 +1,4 @@
+#include "pagemap_scan.h"
 #include "track.h"
 
 #include <dirent.h>
@@ -35,17 +36,12 @@ namespace {
 // Newer than this machine's headers (include/uapi/linux/userfaultfd.h, fs.h).
 constexpr uint64_t kFeatureWpUnpopulated = 1ull << 13;
 constexpr uint64_t kFeatureWpAsync = 1ull << 15;
-struct ck_page_region {
-  uint64_t start, end, categories;
-};
-struct ck_pm_scan_arg {
-  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
-  uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
-};
-constexpr uint64_t kPmScanWpMatching = 1 << 0;
-constexpr uint64_t kPmScanCheckWpasync = 1 << 1;
-constexpr uint64_t kPageIsWritten = 1 << 1;
-constexpr unsigned long kPagemapScan = _IOWR('f', 16, struct ck_pm_scan_arg);
+using ck_page_region = pagemap::PageRegion;
+using ck_pm_scan_arg = pagemap::ScanArg;
+using pagemap::kPageIsWritten;
+constexpr uint64_t kPmScanWpMatching = pagemap::kScanWpMatching;
+constexpr uint64_t kPmScanCheckWpasync = pagemap::kScanCheckWpasync;
+constexpr unsigned long kPagemapScan = pagemap::kIoctl;
 constexpr int kHolderUffd = 3, kHolderPidfd = 4;
 constexpr char kHolderComm[] = "ck-track-hold";
 

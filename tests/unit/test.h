@@ -1,6 +1,8 @@
 // A minimal unit-test harness: CHECK records a failure and goes on; main()
 // runs every TEST and prints "ok"/"not ok" lines (TAP) for tests/run-all.
 #pragma once
+#include <fcntl.h>
+
 #include <cstdio>
 #include <functional>
 #include <string>
@@ -50,6 +52,11 @@ struct UnitReg {
   } while (0)
 
 inline int run_unit_tests() {
+  // CI may start us with stdin or stderr closed; tests count the fds their
+  // children inherit, so give 0..2 a file as a shell would (open takes the
+  // lowest free number, so this fills exactly the closed ones).
+  for (int fd = 0; fd < 3; ++fd)
+    if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) < 0) return 2;
   int i = 0, failed = 0;
   std::printf("1..%zu\n", unit_tests().size());
   for (auto& t : unit_tests()) {

@@ -30,6 +30,28 @@
 CK_LOG_MODULE("freeze");
 
 namespace ck {
+
+// What /proc/PID/status says of the credentials (securebits are not there).
+void fill_creds(pid_t p, pb::Creds* c) {
+  auto st = read_status(p);
+  auto nums = [](const std::string& s) {
+    std::vector<uint32_t> v;
+    std::istringstream in(s);
+    uint32_t x;
+    while (in >> x) v.push_back(x);
+    return v;
+  };
+  for (uint32_t u : nums(st["Uid"])) c->add_uid(u);
+  for (uint32_t g : nums(st["Gid"])) c->add_gid(g);
+  for (uint32_t g : nums(st["Groups"])) c->add_groups(g);
+  c->set_cap_inh(parse_hex(st["CapInh"]));
+  c->set_cap_prm(parse_hex(st["CapPrm"]));
+  c->set_cap_eff(parse_hex(st["CapEff"]));
+  c->set_cap_bnd(parse_hex(st["CapBnd"]));
+  c->set_cap_amb(parse_hex(st["CapAmb"]));
+  c->set_no_new_privs(st["NoNewPrivs"] == "1");
+}
+
 namespace {
 
 // A child that exits while the tree is being seized (a shell's short-lived
@@ -139,6 +161,11 @@ void check_tree(FrozenTree& t, FileDumper& files) {
       std::string s;
       try_read_file(strf("/proc/%d/task/%d/stat", p, tid), &s);
     }
+    // A seccomp filter cannot be read back (and a restore without it
+    // would quietly drop a security boundary): refuse by name.
+    std::string mode = read_status(p)["Seccomp"];
+    if (!mode.empty() && mode != "0")
+      fail(strf("unable to dump pid %d: it runs under seccomp (mode %s), which ck does not dump", p, mode.c_str()));
     files.check_process(p);
   }
 }
@@ -156,26 +183,6 @@ std::vector<pb::SigInfo> peek_siginfo(pid_t tid, bool shared) {
     s->set_shared(shared);
   }
   return out;
-}
-
-void fill_creds(pid_t p, pb::Creds* c) {
-  auto st = read_status(p);
-  auto nums = [](const std::string& s) {
-    std::vector<uint32_t> v;
-    std::istringstream in(s);
-    uint32_t x;
-    while (in >> x) v.push_back(x);
-    return v;
-  };
-  for (uint32_t u : nums(st["Uid"])) c->add_uid(u);
-  for (uint32_t g : nums(st["Gid"])) c->add_gid(g);
-  for (uint32_t g : nums(st["Groups"])) c->add_groups(g);
-  c->set_cap_inh(parse_hex(st["CapInh"]));
-  c->set_cap_prm(parse_hex(st["CapPrm"]));
-  c->set_cap_eff(parse_hex(st["CapEff"]));
-  c->set_cap_bnd(parse_hex(st["CapBnd"]));
-  c->set_cap_amb(parse_hex(st["CapAmb"]));
-  c->set_no_new_privs(st["NoNewPrivs"] == "1");
 }
 
 struct kernel_sigaction {
@@ -202,14 +209,6 @@ void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, Stream
   pr->set_cwd(read_link(strf("/proc/%d/cwd", p)));
   pr->set_root(read_link(strf("/proc/%d/root", p)));
   fill_creds(p, pr->mutable_creds());
-  for (int r = 0; r < RLIMIT_NLIMITS; ++r) {
-    struct rlimit rl;
-    if (prlimit(p, static_cast<__rlimit_resource>(r), nullptr, &rl) != 0) throw_errno(strf("unable to read rlimits of pid %d", p));
-    auto* x = pr->add_rlimits();
-    x->set_resource(r);
-    x->set_cur(rl.rlim_cur);
-    x->set_max(rl.rlim_max);
-  }
   pr->set_personality(static_cast<uint32_t>(parse_hex(read_file(strf("/proc/%d/personality", p)))));
   pr->set_umask(static_cast<uint32_t>(std::strtoul(read_status(p)["Umask"].c_str(), nullptr, 8)));
   pr->set_auxv(read_file(strf("/proc/%d/auxv", p)));
@@ -234,6 +233,24 @@ void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, Stream
     RemoteSyscalls rs(tids.front(), insn);
     uint64_t scr = rs.scratch(4096);
     pr->set_brk(static_cast<uint64_t>(rs.syscall(SYS_brk, 0)));
+    // Read by the task itself: prlimit() on another user's task needs
+    // CAP_SYS_RESOURCE, which a dumper need not have.
+    for (int r = 0; r < RLIMIT_NLIMITS; ++r) {
+      struct rlimit rl;
+      rs.check("prlimit64", SYS_prlimit64, 0, r, 0, scr);
+      read_mem(p, scr, &rl, sizeof rl);
+      auto* x = pr->add_rlimits();
+      x->set_resource(r);
+      x->set_cur(rl.rlim_cur);
+      x->set_max(rl.rlim_max);
+    }
+    pr->mutable_creds()->set_securebits(static_cast<uint32_t>(rs.check("prctl", SYS_prctl, PR_GET_SECUREBITS)));
+    pr->set_dumpable(static_cast<int32_t>(rs.check("prctl", SYS_prctl, PR_GET_DUMPABLE)));
+    if (rs.syscall(SYS_prctl, PR_GET_CHILD_SUBREAPER, scr) == 0) {
+      int32_t sr = 0;
+      read_mem(p, scr, &sr, sizeof sr);
+      pr->set_child_subreaper(static_cast<uint64_t>(sr));
+    }
     if (rs.syscall(SYS_prctl, PR_GET_PDEATHSIG, scr) == 0) {
       int32_t pd = 0;
       read_mem(p, scr, &pd, sizeof pd);

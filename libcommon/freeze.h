@@ -8,6 +8,9 @@
 #include <vector>
 
 namespace ck {
+namespace pb {
+class Creds;
+}
 
 struct FreezeOptions {
   pid_t pid = 0;
@@ -17,5 +20,8 @@ struct FreezeOptions {
 
 // Returns the exit status for ck-freeze: 0, or the command's status.
 int freeze_tree(const FreezeOptions& o);
+
+// Fills `c` from /proc/PID/status (all but securebits).
+void fill_creds(pid_t pid, pb::Creds* c);
 
 }  // namespace ck

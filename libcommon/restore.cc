@@ -39,6 +39,7 @@
 #include "error.h"
 #include "fd.h"
 #include "files.h"
+#include "freeze.h"
 #include "image.h"
 #include "log.h"
 #include "proc.h"
@@ -396,7 +397,29 @@ struct MmBuilder {
         fail(strf("unable to restore mapping %#lx-%#lx '%s' of pid %d: kind %d not supported",
                   (unsigned long)v.start(), (unsigned long)v.end(), v.path().c_str(), pid, v.kind()));
     }
+    advise(v);
     LOG_DEBUG("pid %d: mapped %#lx-%#lx %s", pid, (unsigned long)v.start(), (unsigned long)v.end(), v.path().c_str());
+  }
+
+  // VMA flags that madvise() sets (smaps VmFlags two-letter names).  Lost,
+  // they change more than the flag: glibc marks thread stacks "nh", and
+  // without it neighbouring mappings merge into one.
+  void advise(const pb::Vma& v) {
+    static const struct {
+      const char* flag;
+      int advice;
+    } kAdvice[] = {{"nh", MADV_NOHUGEPAGE}, {"hg", MADV_HUGEPAGE},   {"dc", MADV_DONTFORK},
+                   {"dd", MADV_DONTDUMP},   {"wf", MADV_WIPEONFORK}, {"mg", MADV_MERGEABLE}};
+    std::istringstream in(v.vmflags());
+    std::string f;
+    while (in >> f)
+      for (auto& a : kAdvice)
+        if (f == a.flag) {
+          long r = rs->syscall(SYS_madvise, v.start(), v.end() - v.start(), a.advice);
+          if (r < 0)
+            fail(strf("pid %d: unable to set '%s' on %#lx-%#lx (madvise): %s", pid, a.flag, (unsigned long)v.start(),
+                      (unsigned long)v.end(), strerror(static_cast<int>(-r))));
+        }
   }
 
   ShmObject& shm_object(const pb::Vma& v) {
@@ -433,6 +456,9 @@ struct MmBuilder {
       if (v.prot() != (v.prot() | PROT_READ | PROT_WRITE))
         rs->check("mprotect", SYS_mprotect, v.start(), v.end() - v.start(), v.prot());
     }
+    for (auto& v : t.vmas)  // mlock()ed: locked again, pages and all
+      if ((" " + v.vmflags() + " ").find(" lo ") != std::string::npos)
+        rs->check("mlock", SYS_mlock, v.start(), v.end() - v.start());
     // mm fields: brk, code/data/stack/arg/env bounds, auxv, exe.
     struct prctl_mm_map mm = {};
     mm.start_code = p.start_code();
@@ -504,6 +530,8 @@ struct MmBuilder {
       if (prlimit(pid, static_cast<__rlimit_resource>(rl.resource()), &r2, nullptr) != 0)
         LOG_WARN("pid %d: unable to set rlimit %u: %s", pid, rl.resource(), strerror(errno));
     }
+    if (p.child_subreaper()) rs->check("prctl", SYS_prctl, PR_SET_CHILD_SUBREAPER, 1);
+    bool same_creds = p.has_creds() && creds_of_restorer(p.creds());
     // Per-thread state, each thread doing its own part.
     for (auto& th : t.threads) {
       pid_t tid = static_cast<pid_t>(th.tid());
@@ -533,8 +561,13 @@ struct MmBuilder {
       // writers from another thread group).
       std::string comm = (th.comm().empty() ? p.comm() : th.comm()).substr(0, 15);
       r2->check("prctl", SYS_prctl, PR_SET_NAME, put_str(comm));
+      // Credentials are per thread; they go last, once nothing left needs
+      // the restorer's privileges inside the task.
+      if (!same_creds) set_creds(*r2, p.creds());
       own.reset();
     }
+    // setresuid and friends reset the dumpable flag; put the dumped one back.
+    if (p.dumpable()) rs->check("prctl", SYS_prctl, PR_SET_DUMPABLE, static_cast<uint64_t>(p.dumpable()));
     // The trampoline goes last: one munmap of the page the syscall runs from.
     // It returns into the page being removed, but the registers are replaced
     // before the thread runs again.
@@ -550,6 +583,67 @@ struct MmBuilder {
       set_sigmask(tid, th.blocked());
     }
   }
+
+  // True if `c` are the restorer's own credentials, which every helper
+  // inherited: nothing to change then.
+  static bool creds_of_restorer(const pb::Creds& c) {
+    pb::Creds mine;
+    fill_creds(getpid(), &mine);
+    mine.set_securebits(static_cast<uint32_t>(prctl(PR_GET_SECUREBITS)));
+    return mine.SerializeAsString() == c.SerializeAsString();
+  }
+
+  // Gives the thread behind `r` the dumped credentials.  It starts as the
+  // restorer (root, every capability); the order matters, since each step
+  // needs privileges that a later one gives up:
+  //   groups and gids; the bounding set; inheritable and ambient caps (these
+  //   need the cap in the permitted and inheritable sets); securebits with
+  //   NO_SETUID_FIXUP added so that the uid change keeps every capability;
+  //   the uids; the dumped securebits (needs CAP_SETPCAP, still held); and
+  //   last capset to the dumped sets, which only drops.
+  void set_creds(RemoteSyscalls& r, const pb::Creds& c) {
+    if (c.uid_size() != 4 || c.gid_size() != 4) bad_input(strf("pid %d: credentials in the image are incomplete", pid));
+    std::vector<gid_t> groups(c.groups().begin(), c.groups().end());
+    if (groups.size() > 700) bad_input(strf("pid %d: %zu supplementary groups", pid, groups.size()));
+    r.check("setgroups", SYS_setgroups, groups.size(), groups.empty() ? 0 : put(groups.data(), groups.size() * sizeof(gid_t)));
+    r.check("setresgid", SYS_setresgid, c.gid(0), c.gid(1), c.gid(2));
+    r.syscall(SYS_setfsgid, c.gid(3));
+    int last_cap = std::atoi(read_file("/proc/sys/kernel/cap_last_cap").c_str());
+    for (int cap = 0; cap <= last_cap && cap < 64; ++cap)
+      if (!(c.cap_bnd() >> cap & 1)) r.check("prctl(PR_CAPBSET_DROP)", SYS_prctl, PR_CAPBSET_DROP, cap);
+    struct {
+      uint32_t version = 0x20080522;  // _LINUX_CAPABILITY_VERSION_3
+      int32_t pid = 0;
+    } hdr;
+    struct {
+      uint32_t eff, prm, inh;
+    } data[2];
+    auto capset = [&](uint64_t eff, uint64_t prm, uint64_t inh) {
+      for (int i = 0; i < 2; ++i)
+        data[i] = {static_cast<uint32_t>(eff >> (32 * i)), static_cast<uint32_t>(prm >> (32 * i)),
+                   static_cast<uint32_t>(inh >> (32 * i))};
+      uint64_t h = put(&hdr, sizeof hdr);
+      write_mem(pid, scratch + 64, data, sizeof data);
+      r.check("capset", SYS_capset, h, scratch + 64);
+    };
+    pb::Creds mine;  // what the restorer holds, so the helper too (this machine may lack some)
+    fill_creds(getpid(), &mine);
+    capset(mine.cap_prm(), mine.cap_prm(), c.cap_inh());
+    r.check("prctl(PR_CAP_AMBIENT)", SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    for (int cap = 0; cap <= last_cap && cap < 64; ++cap)
+      if (c.cap_amb() >> cap & 1)
+        r.check("prctl(PR_CAP_AMBIENT_RAISE)", SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+    constexpr uint64_t kNoSetuidFixup = 1 << 2, kNoSetuidFixupLocked = 1 << 3;
+    uint64_t bits = c.securebits();
+    if (!(bits & kNoSetuidFixupLocked)) r.check("prctl(PR_SET_SECUREBITS)", SYS_prctl, PR_SET_SECUREBITS, bits | kNoSetuidFixup);
+    r.check("setresuid", SYS_setresuid, c.uid(0), c.uid(1), c.uid(2));
+    r.syscall(SYS_setfsuid, c.uid(3));
+    if (prctl_get(r, PR_GET_SECUREBITS) != static_cast<long>(bits))
+      r.check("prctl(PR_SET_SECUREBITS)", SYS_prctl, PR_SET_SECUREBITS, bits);
+    capset(c.cap_eff(), c.cap_prm(), c.cap_inh());
+    if (c.no_new_privs()) r.check("prctl(PR_SET_NO_NEW_PRIVS)", SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  }
+  static long prctl_get(RemoteSyscalls& r, int what) { return r.check("prctl", SYS_prctl, what); }
 
   // A thread dumped inside a syscall that the kernel would resume through
   // restart_syscall (-ERESTART_RESTARTBLOCK: nanosleep, clock_nanosleep,

@@ -66,7 +66,17 @@ for kind in sorted(set(a) | set(b)):
         if len(oa) == 1 and len(ob) == 1:
             ja, jb = json.loads(oa[0]), json.loads(ob[0])
             for k in sorted(set(ja) | set(jb)):
-                if ja.get(k) != jb.get(k):
+                if ja.get(k) == jb.get(k):
+                    continue
+                if isinstance(ja.get(k), list) and isinstance(jb.get(k), list):
+                    xa = {json.dumps(x, sort_keys=True) for x in ja[k]}
+                    xb = {json.dumps(x, sort_keys=True) for x in jb[k]}
+                    print(f"  {k}: {len(ja[k])} -> {len(jb[k])} entries")
+                    for x in sorted(xa - xb):
+                        print("    only in first: ", x[:400])
+                    for x in sorted(xb - xa):
+                        print("    only in second:", x[:400])
+                else:
                     print(f"  {k}: {str(ja.get(k))[:300]} -> {str(jb.get(k))[:300]}")
             continue
         for x in oa:

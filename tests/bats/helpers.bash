@@ -21,10 +21,11 @@ teardown() {
 }
 
 # start_wl NAME [ARGS...]: runs workload NAME with stdout to $T/NAME.out in a
-# new session, waits for its READY line, sets WPID.
+# new session, waits for its READY line, sets WPID.  $WRAP, if set, is a
+# command that execs the workload in the end (setpriv ...): same pid.
 start_wl() {
   local name=$1; shift
-  setsid "$WL/$name" "$@" > "$T/$name.out" 2>&1 < /dev/null &
+  setsid ${WRAP:-} "$WL/$name" "$@" > "$T/$name.out" 2>&1 < /dev/null &
   WPID=$!
   PIDS+=("$WPID")
   wait_line "$T/$name.out" '^READY' 20
@@ -99,6 +100,20 @@ proc_state() {
   done
   echo "# cwd $(readlink /proc/"$p"/cwd) exe $(readlink /proc/"$p"/exe)"
   echo "# cmdline $(tr '\0' ' ' < /proc/"$p"/cmdline)"
+}
+
+# redump_and_compare: dumps the restored $WPID again into $T/img2 (killing
+# it), asserts the two images are equal in everything but time and restores
+# the second one.
+redump_and_compare() {
+  run ck-dump -t "$WPID" -D "$T/img2"
+  assert_success
+  run ck-restore -D "$T/img2" -d
+  assert_success
+  ck-crit decode -D "$T/img" > "$T/1.json"
+  ck-crit decode -D "$T/img2" > "$T/2.json"
+  run python3 "$CK_TOP/tests/image_diff.py" "$T/1.json" "$T/2.json"
+  assert_success
 }
 
 # dump_kill_restore NAME: dumps workload $WPID into $T/img (killing it),

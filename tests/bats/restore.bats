@@ -60,6 +60,50 @@ load helpers
   check_wl counter "$WPID"
 }
 
+@test "another user's process with fewer capabilities keeps its uids, gids, groups and capabilities" {
+  WRAP="setpriv --reuid 1234 --regid 2345 --groups 5,6,7 --inh-caps=-all --bounding-set=-net_raw,-sys_time,-mknod --" \
+    start_wl threads 4
+  grep -q '^Uid:.*1234' /proc/"$WPID"/status
+  dump_kill_restore
+  grep -E '^(Uid|Gid|Groups|CapBnd):' /proc/"$WPID"/status
+  [ "$(awk '/^Uid:/ {print $2 $3 $4 $5}' /proc/"$WPID"/status)" = 1234123412341234 ]
+  [ "$(awk '/^Groups:/ {print $2 $3 $4}' /proc/"$WPID"/status)" = 567 ]
+  [ "$(stat -c %u /proc/"$WPID")" = 1234 ]  # dumpable again after the uid change
+  for t in /proc/"$WPID"/task/*; do  # credentials are per thread
+    [ "$(awk '/^Uid:/ {print $3}' "$t/status")" = 1234 ]
+    [ "$(awk '/^CapEff:/ {print $2}' "$t/status")" = 0000000000000000 ]
+  done
+  redump_and_compare
+  check_wl threads "$WPID"
+}
+
+@test "root with ambient capabilities, securebits and no_new_privs keeps them all" {
+  WRAP="setpriv --inh-caps=+net_bind_service,+kill --ambient-caps=+net_bind_service --securebits=+no_setuid_fixup --bounding-set=-sys_module --no-new-privs --" \
+    start_wl counter 8
+  grep -q '^CapAmb:.*0000000000000400' /proc/"$WPID"/status
+  dump_kill_restore
+  [ "$(awk '/^NoNewPrivs:/ {print $2}' /proc/"$WPID"/status)" = 1 ]
+  [ "$(awk '/^CapAmb:/ {print $2}' /proc/"$WPID"/status)" = 0000000000000400 ]
+  redump_and_compare
+  check_wl counter "$WPID"
+  # no_setuid_fixup is bit 2 of the securebits, in both images
+  for j in 1 2; do
+    run python3 -c 'import json,sys; print([f["frame"]["process"]["creds"].get("securebits") for f in json.load(open(sys.argv[1]))["frames"] if "process" in f["frame"]])' "$T/$j.json"
+    assert_output "[4]"
+  done
+}
+
+@test "a task under seccomp is refused by name and keeps running" {
+  WRAP="python3 $CK_TOP/tests/programs/seccomp_exec.py" start_wl counter 8
+  grep -q '^Seccomp:[[:space:]]*2' /proc/"$WPID"/status
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_failure
+  assert_output --partial "pid $WPID: it runs under seccomp"
+  [ ! -e "$T/img" ]
+  ! any_stopped "$WPID"
+  check_wl counter "$WPID"
+}
+
 @test "4 threads with their own TLS and counters" {
   start_wl threads
   dump_kill_restore

@@ -135,11 +135,26 @@ struct Restorer {
   std::map<uint64_t, ShmObject> shm;
   std::vector<pb::Cgroup> cgroups;
   std::unique_ptr<CgroupRestorer> cg;  // rolled back (after the kills) on failure
-  std::set<pid_t> created;   // pids we made; killed on failure
+  std::set<pid_t> created;   // pids we made (as this process sees them); killed on failure
   std::set<pid_t> seized;
   bool committed = false;
+  // --pidns: the tree lives in a new pid namespace under an init of ours
+  // (pid 1 there).  Image pids are the ones inside it; everything the
+  // restorer does from outside (ptrace, /proc, prlimit, cgroups) takes the
+  // outer pid that `outer` maps them to.
+  bool pidns = false;
+  pid_t init = 0;
+  int go_w = -1;  // init waits on this: a byte once the tree runs, EOF if the restore failed
+  std::map<pid_t, pid_t> outer_of;
+  pid_t outer(pid_t inner) const {
+    if (!pidns) return inner;
+    auto it = outer_of.find(inner);
+    if (it == outer_of.end()) fail(strf("internal: no outer pid known for pid %d", inner));
+    return it->second;
+  }
 
   ~Restorer() {
+    if (go_w >= 0) ::close(go_w);
     if (committed) return;
     for (pid_t p : created) ::kill(p, SIGKILL);
     for (pid_t p : created) LOG_DEBUG("killed restored pid %d", p);
@@ -238,7 +253,11 @@ long clone3_thread(struct clone_args* a) {
     dprintf(report_fd, "E%d %s\n", pid, e.what());
     _exit(72);
   }
-  dprintf(report_fd, "R%d\n", pid);
+  // Our pid outside a new pid namespace: /proc is the outer one's mount.
+  char self[32] = "0";
+  ssize_t n = readlink("/proc/self", self, sizeof self - 1);
+  if (n > 0) self[n] = 0;
+  dprintf(report_fd, "R%d %s\n", pid, self);
   ::close(report_fd);
   (void)rc;
   for (;;) pause();
@@ -274,21 +293,22 @@ bool is_vdso_group(const std::string& n) { return n == "[vdso]" || n == "[vvar]"
 struct MmBuilder {
   Restorer& R;
   Task& t;
-  pid_t pid;
+  pid_t pid;   // in the image (and inside the task's pid namespace)
+  pid_t opid;  // as the restorer sees it
   std::unique_ptr<RemoteSyscalls> rs;
   uint64_t scratch = 0;  // tramp + 1024: strings and structs for syscalls
   std::vector<std::pair<uint64_t, uint64_t>> written_private;
 
   uint64_t put(const void* data, size_t len) {
     if (len > 3000) fail("internal: scratch too small");
-    write_mem(pid, scratch, data, len);
+    write_mem(opid, scratch, data, len);
     return scratch;
   }
   uint64_t put_str(const std::string& s) { return put(s.c_str(), s.size() + 1); }
 
   void start() {
-    pid_t tid = static_cast<pid_t>(t.threads[0].tid());
-    std::vector<MapLine> cur = read_maps(pid);
+    pid_t tid = R.outer(static_cast<pid_t>(t.threads[0].tid()));
+    std::vector<MapLine> cur = read_maps(opid);
     // A page free in both the image and the helper's own layout.
     uint64_t tramp = 0;
     for (uint64_t cand = 0x10000; cand < (1ull << 46) && !tramp; cand += 0x100000) {
@@ -299,12 +319,12 @@ struct MmBuilder {
     }
     if (!tramp) fail(strf("no room for the restorer's trampoline in pid %d", pid));
     {
-      RemoteSyscalls boot(tid, find_syscall_insn(pid));
+      RemoteSyscalls boot(tid, find_syscall_insn(opid));
       long r = boot.check("mmap", SYS_mmap, tramp, kPage, PROT_READ | PROT_WRITE | PROT_EXEC,
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, static_cast<uint64_t>(-1), 0);
       if (static_cast<uint64_t>(r) != tramp) fail(strf("trampoline landed at %#lx, not %#lx", r, (long)tramp));
       const unsigned char code[] = {0x0f, 0x05, 0xcc};
-      write_mem(pid, tramp, code, sizeof code);
+      write_mem(opid, tramp, code, sizeof code);
     }
     t.tramp = tramp;
     scratch = tramp + 1024;
@@ -441,12 +461,10 @@ struct MmBuilder {
     return o;
   }
 
-  // Copies fd `fd` of the restorer into the target (pidfd_getfd, run by the target).
+  // Opens in the target the file behind fd `fd` of the restorer, through
+  // /proc (the restorer's pid may not exist in the target's namespace).
   long take_fd(int fd) {
-    long pidfd = rs->check("pidfd_open", SYS_pidfd_open, getpid(), 0);
-    long nfd = rs->check("pidfd_getfd", SYS_pidfd_getfd, pidfd, fd, 0);
-    rs->check("close", SYS_close, pidfd);
-    return nfd;
+    return rs->check("open", SYS_open, put_str(strf("/proc/%d/fd/%d", getpid(), fd)), O_RDWR | O_CLOEXEC);
   }
 
   void finish() {
@@ -474,7 +492,7 @@ struct MmBuilder {
     mm.env_end = p.env_end();
     std::string auxv = p.auxv();
     uint64_t auxv_at = scratch + 2048;
-    write_mem(pid, auxv_at, auxv.data(), std::min<size_t>(auxv.size(), 1024));
+    write_mem(opid, auxv_at, auxv.data(), std::min<size_t>(auxv.size(), 1024));
     mm.auxv = reinterpret_cast<__u64*>(auxv_at);
     mm.auxv_size = static_cast<__u32>(std::min<size_t>(auxv.size(), 1024));
     long exe = -1;
@@ -506,7 +524,7 @@ struct MmBuilder {
         ev._sigev_un._tid = pt.notify_tid();
         uint64_t evat = put(&ev, sizeof ev);
         int32_t id = pt.id();
-        write_mem(pid, scratch + 512, &id, sizeof id);
+        write_mem(opid, scratch + 512, &id, sizeof id);
         rs->check("timer_create", SYS_timer_create, pt.clock(), evat, scratch + 512);
         struct itimerspec its = {{static_cast<time_t>(pt.interval_ns() / 1000000000), static_cast<long>(pt.interval_ns() % 1000000000)},
                                  {static_cast<time_t>(pt.value_ns() / 1000000000), static_cast<long>(pt.value_ns() % 1000000000)}};
@@ -527,7 +545,7 @@ struct MmBuilder {
     rs->check("prctl", SYS_prctl, PR_SET_PDEATHSIG, static_cast<uint64_t>(p.pdeath_sig()));
     for (auto& rl : p.rlimits()) {
       struct rlimit r2 = {rl.cur(), rl.max()};
-      if (prlimit(pid, static_cast<__rlimit_resource>(rl.resource()), &r2, nullptr) != 0)
+      if (prlimit(opid, static_cast<__rlimit_resource>(rl.resource()), &r2, nullptr) != 0)
         LOG_WARN("pid %d: unable to set rlimit %u: %s", pid, rl.resource(), strerror(errno));
     }
     if (p.child_subreaper()) rs->check("prctl", SYS_prctl, PR_SET_CHILD_SUBREAPER, 1);
@@ -538,7 +556,7 @@ struct MmBuilder {
       std::unique_ptr<RemoteSyscalls> own;
       RemoteSyscalls* r2 = rs.get();
       if (tid != static_cast<pid_t>(t.threads[0].tid())) {
-        own = std::make_unique<RemoteSyscalls>(tid, t.tramp);
+        own = std::make_unique<RemoteSyscalls>(R.outer(tid), t.tramp);
         r2 = own.get();
       }
       {
@@ -574,7 +592,7 @@ struct MmBuilder {
     rs->syscall(SYS_munmap, t.tramp, kPage);
     rs.reset();
     for (auto& th : t.threads) {
-      pid_t tid = static_cast<pid_t>(th.tid());
+      pid_t tid = R.outer(static_cast<pid_t>(th.tid()));
       user_regs_struct regs;
       std::memcpy(&regs, th.gpregs().data(), std::min(sizeof regs, th.gpregs().size()));
       restartable(regs);
@@ -623,7 +641,7 @@ struct MmBuilder {
         data[i] = {static_cast<uint32_t>(eff >> (32 * i)), static_cast<uint32_t>(prm >> (32 * i)),
                    static_cast<uint32_t>(inh >> (32 * i))};
       uint64_t h = put(&hdr, sizeof hdr);
-      write_mem(pid, scratch + 64, data, sizeof data);
+      write_mem(opid, scratch + 64, data, sizeof data);
       r.check("capset", SYS_capset, h, scratch + 64);
     };
     pb::Creds mine;  // what the restorer holds, so the helper too (this machine may lack some)
@@ -668,6 +686,61 @@ struct MmBuilder {
 
 // ---- the whole restore ------------------------------------------------------
 
+// --pidns: pid 1 of the new namespace.  It makes the root task (the rest of
+// the tree comes from there), then reaps whatever is orphaned inside and,
+// when the root ends, ends with its status, which takes the namespace down.
+[[noreturn]] void pidns_init(Restorer& R, int report_fd, int go_r) {
+  ::close(R.go_w);
+  struct clone_args a = {};
+  pid_t want = R.root;
+  a.set_tid = reinterpret_cast<uint64_t>(&want);
+  a.set_tid_size = 1;
+  a.exit_signal = SIGCHLD;
+  long r = clone3_raw(&a);
+  if (r == 0) helper(R, R.root, report_fd);
+  if (r < 0) {
+    dprintf(2, "ck-restore: unable to create pid %d in the new pid namespace: %s\n", R.root, strerror(errno));
+    _exit(70);
+  }
+  // Hold nothing of the restorer's: its open files (pipe ends above all)
+  // must not stay open in a process the tree does not know.
+  ::syscall(SYS_close_range, 0, static_cast<unsigned>(go_r) - 1, 0);
+  ::syscall(SYS_close_range, static_cast<unsigned>(go_r) + 1, ~0u, 0);
+  prctl(PR_SET_NAME, "ck-init");
+  // The restorer tells us when the tree runs; if it fails or dies first,
+  // we end, and the namespace with us.
+  char go = 0;
+  ssize_t n;
+  while ((n = ::read(go_r, &go, 1)) < 0 && errno == EINTR) {}
+  if (n != 1) _exit(1);
+  ::close(go_r);
+  for (;;) {
+    int st;
+    pid_t p = ::wait(&st);
+    if (p < 0 && errno == EINTR) continue;
+    if (p < 0) _exit(0);
+    if (p == R.root) _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+  }
+}
+
+// --pidns: the outer tid of every thread, from the NSpid lines in /proc.
+void map_threads(Restorer& R) {
+  for (auto& [pid, t] : R.tasks) {
+    pid_t o = R.outer(pid);
+    for (pid_t tid : list_tids(o)) {
+      std::istringstream in(read_status(o, tid)["NSpid"]);
+      std::vector<pid_t> ids;
+      pid_t x;
+      while (in >> x) ids.push_back(x);
+      if (ids.size() < 2) fail(strf("thread %d of pid %d has no pid in the new namespace", tid, o));
+      R.outer_of[ids.back()] = tid;
+    }
+    for (auto& th : t.threads)
+      if (!R.outer_of.count(static_cast<pid_t>(th.tid())))
+        fail(strf("thread %u of pid %d is missing in the new pid namespace", th.tid(), pid));
+  }
+}
+
 // True if nothing uses pid.  A zombie (say, the dumped task that ck-freeze
 // just killed, whose parent has not reaped it yet) gets 5 s to go away.
 bool pid_free(pid_t pid) {
@@ -684,7 +757,7 @@ void create_tasks(Restorer& R) {
   for (auto& [pid, t] : R.tasks) {
     if (t.threads.empty()) bad_input(strf("image has no thread state for pid %d", pid));
     for (auto& th : t.threads)
-      if (!pid_free(static_cast<pid_t>(th.tid())))
+      if (!R.pidns && !pid_free(static_cast<pid_t>(th.tid())))
         fail(strf("pid %u is in use: unable to restore %s of pid %d", th.tid(),
                   th.tid() == static_cast<uint32_t>(pid) ? "process" : "thread", pid));
     auto pp = static_cast<pid_t>(t.proc.ppid());
@@ -698,19 +771,34 @@ void create_tasks(Restorer& R) {
   if (pipe2(rp, O_CLOEXEC) != 0) throw_errno("unable to create a pipe");
   int report_w = fcntl(rp[1], F_DUPFD, R.files.next_free());  // inheritable, above every target fd
   ::close(rp[1]);
+  int go_r = -1;
+  if (R.pidns) {
+    int gp[2];
+    if (pipe2(gp, O_CLOEXEC) != 0) throw_errno("unable to create a pipe");
+    go_r = fcntl(gp[0], F_DUPFD, R.files.next_free());  // above every target fd too
+    ::close(gp[0]);
+    R.go_w = gp[1];
+  }
   struct clone_args a = {};
   pid_t want = R.root;
-  a.set_tid = reinterpret_cast<uint64_t>(&want);
-  a.set_tid_size = 1;
   a.exit_signal = SIGCHLD;
+  if (R.pidns) {
+    a.flags = CLONE_NEWPID;  // our init, pid 1 inside
+  } else {
+    a.set_tid = reinterpret_cast<uint64_t>(&want);
+    a.set_tid_size = 1;
+  }
   long r = clone3_raw(&a);
   if (r == 0) {
     ::close(rp[0]);
+    if (R.pidns) pidns_init(R, report_w, go_r);
     helper(R, R.root, report_w);
   }
   ::close(report_w);
-  if (r < 0) throw_errno(strf("unable to create pid %d", R.root));
-  R.created.insert(R.root);
+  if (go_r >= 0) ::close(go_r);
+  if (r < 0) throw_errno(strf(R.pidns ? "unable to create a pid namespace" : "unable to create pid %d", R.root));
+  if (R.pidns) R.init = static_cast<pid_t>(r);
+  R.created.insert(static_cast<pid_t>(r));
   R.files.close_all();
   // Every helper reports "R<pid>" when ready or "E<pid> why" on failure.
   FILE* in = fdopen(rp[0], "r");
@@ -722,6 +810,12 @@ void create_tasks(Restorer& R) {
   while (fgets(line, sizeof line, in)) {
     pid_t p = std::atoi(line + 1);
     if (line[0] == 'R') {
+      pid_t o = static_cast<pid_t>(std::atoi(std::strchr(line, ' ') ? std::strchr(line, ' ') + 1 : "0"));
+      if (R.pidns) {
+        if (o <= 0) fail(strf("pid %d in the new pid namespace did not tell its outer pid", p));
+        R.outer_of[p] = o;
+        p = o;
+      }
       R.created.insert(p);
       ++ready;
     } else {
@@ -733,9 +827,10 @@ void create_tasks(Restorer& R) {
   fclose(in);
   if (!error.empty()) fail(error);
   if (ready < R.tasks.size()) fail("a restored task died while being created (see the messages above)");
+  if (R.pidns) map_threads(R);
   for (auto& [pid, t] : R.tasks)
     for (auto& th : t.threads) {
-      pid_t tid = static_cast<pid_t>(th.tid());
+      pid_t tid = R.outer(static_cast<pid_t>(th.tid()));
       seize_thread(tid);
       R.seized.insert(tid);
       if (!wait_interrupt_stop(tid)) fail(strf("thread %d of pid %d died during restore", tid, pid));
@@ -752,6 +847,7 @@ int restore_tree(const RestoreOptions& o) {
   else
     src = std::make_unique<ImageSource>(o.dir);
   Restorer R;
+  R.pidns = o.pidns;
   pb::Frame f;
   bool created = false;
   std::unique_ptr<MmBuilder> mm;
@@ -789,7 +885,7 @@ int restore_tree(const RestoreOptions& o) {
         t.vmas.assign(f.mm().vmas().begin(), f.mm().vmas().end());
         t.mm_seen = true;
         if (mm) done.push_back(std::move(mm));
-        mm = std::make_unique<MmBuilder>(MmBuilder{R, t, p, nullptr, 0, {}});
+        mm = std::make_unique<MmBuilder>(MmBuilder{R, t, p, R.outer(p), nullptr, 0, {}});
         with_context(strf("restoring memory of pid %d", p), [&] { mm->start(); });
         break;
       }
@@ -818,14 +914,14 @@ int restore_tree(const RestoreOptions& o) {
           if (v->kind() == pb::VMA_FILE_PRIVATE) {  // zeroed COW pages of a file mapping
             std::fill(buf.begin(), buf.end(), 0);
             for (uint64_t off = 0; off < len; off += buf.size())
-              write_mem(mm->pid, run.addr() + off, buf.data(), std::min<uint64_t>(buf.size(), len - off));
+              write_mem(mm->opid, run.addr() + off, buf.data(), std::min<uint64_t>(buf.size(), len - off));
           }
           break;
         }
         for (uint64_t off = 0; off < len;) {
           size_t n = std::min<uint64_t>(buf.size(), len - off);
           src->read_payload(buf.data(), n);
-          write_mem(mm->pid, run.addr() + off, buf.data(), n);
+          write_mem(mm->opid, run.addr() + off, buf.data(), n);
           off += n;
         }
         break;
@@ -856,17 +952,20 @@ int restore_tree(const RestoreOptions& o) {
       R.cg->create();
       for (auto& [pid, t] : R.tasks) {
         std::vector<pid_t> tids;
-        for (auto& th : t.threads) tids.push_back(static_cast<pid_t>(th.tid()));
-        R.cg->place(pid, tids);
+        for (auto& th : t.threads) tids.push_back(R.outer(static_cast<pid_t>(th.tid())));
+        R.cg->place(R.outer(pid), tids);
       }
     });
   }
   for (pid_t tid : R.seized) detach_thread(tid);
   if (R.cg) R.cg->finish();  // freezes what was frozen, with its tasks in it
+  if (R.go_w >= 0 && (::write(R.go_w, "g", 1) != 1 || ::close(R.go_w) != 0))
+    throw_errno("unable to tell the pid namespace's init that the tree runs");
+  R.go_w = -1;
   R.committed = true;
-  LOG_INFO("restored %zu processes, root pid %d", R.tasks.size(), R.root);
-  if (!o.pidfile.empty()) {
-    std::string s = strf("%d\n", R.root);
+  LOG_INFO("restored %zu processes, root pid %d (%d here)", R.tasks.size(), R.root, R.outer(R.root));
+  if (!o.pidfile.empty()) {  // the pid that works from here: the outer one
+    std::string s = strf("%d\n", R.outer(R.root));
     int fd = ::open(o.pidfile.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) throw_errno("unable to write '" + o.pidfile + "'");
     write_full(fd, s.data(), s.size());
@@ -874,8 +973,9 @@ int restore_tree(const RestoreOptions& o) {
   }
   if (o.detach) return 0;
   int st;
-  while (waitpid(R.root, &st, 0) < 0)
-    if (errno != EINTR) throw_errno(strf("unable to wait for pid %d", R.root));
+  pid_t child = R.pidns ? R.init : R.root;  // init ends with the root's status
+  while (waitpid(child, &st, 0) < 0)
+    if (errno != EINTR) throw_errno(strf("unable to wait for pid %d", child));
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 

@@ -9,6 +9,7 @@ struct RestoreOptions {
   bool detach = false;    // -d: do not wait for the root task
   std::string pidfile;
   bool shell_job = false;
+  bool pidns = false;     // restore into a new pid namespace (image pids inside it)
   std::string cgroup_root = "/";     // restore the image's cgroups under this one
   std::string cgroup_mode = "strict";  // strict | overwrite | ignore (see ck-cgdump(1))
   bool cgroup_skip_missing = false;  // a setting the kernel lacks: warn, not fail

@@ -735,21 +735,7 @@ int run_memread(const MemreadOptions& o, int in_fd, int out_fd) {
     pb::Header h = make_header("ck-memread");
     h.set_root_pid(static_cast<uint32_t>(o.pid));
     w.header(h);
-    for (pid_t pid : pids) {
-      Stat st;
-      try {
-        st = read_stat(pid);
-      } catch (const Error&) {
-        fail(strf("pid %d: no such process", pid));
-      }
-      pb::Frame f;
-      f.set_pid(static_cast<uint32_t>(pid));
-      auto* p = f.mutable_process();
-      p->set_pid(static_cast<uint32_t>(pid));
-      p->set_ppid(static_cast<uint32_t>(st.u(4)));
-      p->set_comm(st.comm);
-      w.frame(f);
-    }
+    write_process_frames(w, pids);
     MemReader m(w, o.buffer_bytes);
     m.dump(pids);
     w.finish();

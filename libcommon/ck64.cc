@@ -20,7 +20,15 @@ typedef uint32_t v4w __attribute__((vector_size(16)));
 #define CK64_LOAD(v, p) std::memcpy(&(v), (p), sizeof(v))
 // acc = 3 acc + w, without a multiply.
 #define CK64_STEP(acc, w) ((acc) = (acc) + ((acc) << 1) + (w))
-#define CK64_ROT32_2(w) reinterpret_cast<v2u>(__builtin_shuffle(reinterpret_cast<v4w>(w), v4w{1, 0, 3, 2}))
+// Swaps the 32-bit halves of every 64-bit lane: a word shuffle, spelled
+// the way each compiler knows it (clang builds the fuzz targets).
+#if defined(__clang__)
+#define CK64_SWAP_HALVES(V, W, w, ...) \
+  reinterpret_cast<V>(__builtin_shufflevector(reinterpret_cast<W>(w), reinterpret_cast<W>(w), __VA_ARGS__))
+#else
+#define CK64_SWAP_HALVES(V, W, w, ...) reinterpret_cast<V>(__builtin_shuffle(reinterpret_cast<W>(w), W{__VA_ARGS__}))
+#endif
+#define CK64_ROT32_2(w) CK64_SWAP_HALVES(v2u, v4w, w, 1, 0, 3, 2)
 
 // 16 accumulators do not fit in 16 registers with room to spare, so the a
 // sums and then the b sums are taken over each 4 KiB piece (L1-hot).
@@ -56,8 +64,7 @@ void blocks_v2(uint64_t* a, uint64_t* b, const unsigned char* p, size_t n) {
 #define CK64_HAVE_AVX2 1
 typedef uint64_t v4u __attribute__((vector_size(32)));
 typedef uint32_t v8w __attribute__((vector_size(32)));
-#define CK64_ROT32_4(w) \
-  reinterpret_cast<v4u>(__builtin_shuffle(reinterpret_cast<v8w>(w), v8w{1, 0, 3, 2, 5, 4, 7, 6}))
+#define CK64_ROT32_4(w) CK64_SWAP_HALVES(v4u, v8w, w, 1, 0, 3, 2, 5, 4, 7, 6)
 
 __attribute__((target("avx2"))) void blocks_avx2(uint64_t* a, uint64_t* b, const unsigned char* p, size_t n) {
   v4u a0, a1, a2, a3, b0, b1, b2, b3;

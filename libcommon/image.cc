@@ -306,7 +306,6 @@ ImageSet ImageSet::open_one(const std::string& dir) {
     im.corrupt(strf("%s is %" PRIu64 " bytes, manifest says %" PRIu64, kFramesFile, im.frames_size_, fsize));
   if (im.pages_size_ != psize)
     im.corrupt(strf("%s is %" PRIu64 " bytes, manifest says %" PRIu64, kPagesFile, im.pages_size_, psize));
-  im.buf_.resize(256 << 10);
 
   // One pass over frames.img: its sum, and the structure of every frame.
   {
@@ -348,7 +347,7 @@ void ImageSet::rewind() {
   pending_.clear();
   pending_fd_.clear();
   pending_at_ = 0;
-  pos_ = end_ = 0;
+  in_.clear();
   off_ = 0;
   done_ = false;
   frames_read_ = 0;
@@ -360,30 +359,19 @@ void ImageSet::rewind() {
 }
 
 void ImageSet::fill(void* dst, size_t len, const char* where) {
-  auto* out = static_cast<char*>(dst);
-  size_t got = 0;
-  while (got < len) {
-    if (pos_ < end_) {
-      size_t n = std::min(len - got, end_ - pos_);
-      std::memcpy(out + got, buf_.data() + pos_, n);
-      pos_ += n;
-      got += n;
-      continue;
-    }
-    ssize_t n = ::pread(frames_.get(), buf_.data(), buf_.size(), static_cast<off_t>(off_));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno(strf("unable to read '%s/%s'", dir_.c_str(), kFramesFile));
-    }
-    if (n == 0) corrupt(strf("%s is truncated in %s", kFramesFile, where));
+  size_t got = in_.take(dst, len, [&](char* into, size_t max) {
+    ssize_t n;
+    do n = ::pread(frames_.get(), into, max, static_cast<off_t>(off_));
+    while (n < 0 && errno == EINTR);
+    if (n < 0) throw_errno(strf("unable to read '%s/%s'", dir_.c_str(), kFramesFile));
     off_ += static_cast<uint64_t>(n);
-    pos_ = 0;
-    end_ = static_cast<size_t>(n);
-  }
+    return static_cast<size_t>(n);
+  });
+  if (got < len) corrupt(strf("%s is truncated in %s", kFramesFile, where));
 }
 
 bool ImageSet::read_frame(std::string* out) {
-  if (pos_ == end_ && off_ >= frames_size_) return false;
+  if (in_.empty() && off_ >= frames_size_) return false;
   unsigned char lenb[4];
   fill(lenb, 4, "a frame length");
   uint32_t len = lenb[0] | lenb[1] << 8 | lenb[2] << 16 | static_cast<uint32_t>(lenb[3]) << 24;
@@ -539,7 +527,7 @@ bool ImageSet::next_own(pb::Frame* f) {
     trailer_raw_ = raw_;
     trailer_ = f->trailer();
     done_ = true;
-    if (pos_ != end_ || off_ < frames_size_) corrupt(strf("%s has data after the trailer", kFramesFile));
+    if (!in_.empty() || off_ < frames_size_) corrupt(strf("%s has data after the trailer", kFramesFile));
     return false;
   }
   if (frames_read_ == 0) {

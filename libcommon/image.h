@@ -136,8 +136,7 @@ class ImageSet {
   std::string dir_;
   ScopedFd frames_, pages_;
   uint64_t frames_size_ = 0, pages_size_ = 0;
-  std::vector<char> buf_;
-  size_t pos_ = 0, end_ = 0;
+  ReadBuffer in_{256 << 10};  // over frames.img
   uint64_t off_ = 0;  // read offset in frames.img
   std::string raw_, trailer_raw_;
   pb::Header header_;

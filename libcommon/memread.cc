@@ -38,6 +38,37 @@ constexpr unsigned long kPagemapScan = ck::pagemap::kIoctl;
 constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmSwapped = 1ull << 62;
 constexpr uint64_t kPmFile = 1ull << 61;
+// A swap entry of type 31 is no swapped page but a pte marker (here: the
+// uffd-wp marker the kernel leaves where it zapped a write-protected page
+// of a file mapping, or put on an unpopulated one): nothing is mapped there.
+constexpr uint64_t kPmSwapTypeMask = 0x1f;
+constexpr uint64_t kPmSwapTypeMarker = 0x1f;
+
+// Walks [a.start, a.end) with PAGEMAP_SCAN as set up in a, calling
+// fn(region) for every region found.  Returns 0, or the errno of a first
+// call that failed with ENOTTY, EINVAL, EOPNOTSUPP or EPERM (nothing visited
+// then); throws on anything else.
+template <class Fn>
+int pagemap_walk(int fd, pid_t pid, ck_pm_scan_arg a, Fn fn) {
+  ck_page_region regs[512];
+  a.size = sizeof a;
+  a.vec = reinterpret_cast<uintptr_t>(regs);
+  a.vec_len = sizeof regs / sizeof regs[0];
+  const uint64_t start = a.start, end = a.end;
+  for (;;) {
+    int n = ::ioctl(fd, kPagemapScan, &a);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if ((errno == ENOTTY || errno == EINVAL || errno == EOPNOTSUPP || errno == EPERM) && a.start == start)
+        return errno;
+      if (errno == ESRCH) ck::fail(ck::strf("pid %d vanished during the dump", pid));
+      ck::throw_errno(ck::strf("unable to scan pages of pid %d", pid));
+    }
+    for (int i = 0; i < n; ++i) fn(regs[i]);
+    if (a.walk_end >= end || a.walk_end <= a.start) return 0;
+    a.start = a.walk_end;
+  }
+}
 }  // namespace
 
 namespace ck {
@@ -188,14 +219,20 @@ void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const std::v
     if (!vma_has_private_pages(v)) continue;
     if (modes[vi] && scan_ioctl_) {
       ++stats_.dirty_vmas;
-      if (scan_written(v.start(), v.end(), v.start())) continue;
+      if (scan_written(v.start(), v.end(), v.start())) {
+        scan_gone(v);
+        continue;
+      }
       // Not registered after all (the mapping changed since the layout was
-      // read): everything; the next round sees the new layout.
+      // read): everything, and older rounds count for nothing there; the
+      // next round sees the new layout.
       LOG_DEBUG("pid %d: vma %s is not tracked any more: copied whole", pid, format_vma(v).c_str());
+      gone_.push_back({v.start(), v.end()});
     }
     scan(v.start(), v.end(), true, v.start(), 0);
   }
   flush();
+  emit_gone(pid);
   pagemap_.reset();
   mem_.reset();
 }
@@ -203,69 +240,129 @@ void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const std::v
 void MemReader::scan(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base, uint64_t shmid) {
   split_ = true;  // runs never cross a VMA boundary
   if (!scan_ioctl_) return scan_pagemap_file(start, end, anon_only, label_base, shmid);
-  ck_page_region regs[512];
   ck_pm_scan_arg a;
   std::memset(&a, 0, sizeof a);
-  a.size = sizeof a;
   a.start = start;
   a.end = end;
-  a.vec = reinterpret_cast<uintptr_t>(regs);
-  a.vec_len = sizeof regs / sizeof regs[0];
   a.category_anyof_mask = kPageIsPresent | kPageIsSwapped;
   a.return_mask = kPageIsPresent | kPageIsSwapped | kPageIsFile | kPageIsPfnZero;
-  for (;;) {
-    int n = ::ioctl(pagemap_.get(), kPagemapScan, &a);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if ((errno == ENOTTY || errno == EINVAL || errno == EOPNOTSUPP) && a.start == start) {
-        LOG_DEBUG("PAGEMAP_SCAN unavailable (%s): reading /proc/PID/pagemap", std::strerror(errno));
-        scan_ioctl_ = false;
-        return scan_pagemap_file(start, end, anon_only, label_base, shmid);
-      }
-      if (errno == ESRCH) fail(strf("pid %d vanished during the dump", pid_));
-      throw_errno(strf("unable to scan pages of pid %d", pid_));
-    }
-    for (int i = 0; i < n; ++i) {
-      uint64_t c = regs[i].categories;
-      if (c & kPageIsPfnZero) continue;          // the shared zero page: nothing written
-      if (anon_only && (c & kPageIsFile)) continue;  // page cache, not a COW copy
-      queue(regs[i].start, regs[i].end - regs[i].start, label_base + (regs[i].start - start), shmid);
-    }
-    if (a.walk_end >= end || a.walk_end <= a.start) break;
-    a.start = a.walk_end;
+  int err = pagemap_walk(pagemap_.get(), pid_, a, [&](const ck_page_region& r) {
+    uint64_t c = r.categories;
+    if (c & kPageIsPfnZero) return;                // the shared zero page: nothing written
+    if (anon_only && (c & kPageIsFile)) return;    // page cache, not a COW copy
+    queue(r.start, r.end - r.start, label_base + (r.start - start), shmid);
+  });
+  if (err == ENOTTY || err == EINVAL || err == EOPNOTSUPP) {
+    LOG_DEBUG("PAGEMAP_SCAN unavailable (%s): reading /proc/PID/pagemap", std::strerror(err));
+    scan_ioctl_ = false;
+    return scan_pagemap_file(start, end, anon_only, label_base, shmid);
   }
+  if (err) throw_errno(strf("unable to scan pages of pid %d", pid_), err);
 }
 
 bool MemReader::scan_written(uint64_t start, uint64_t end, uint64_t label_base) {
   split_ = true;
-  ck_page_region regs[512];
   ck_pm_scan_arg a;
   std::memset(&a, 0, sizeof a);
-  a.size = sizeof a;
   a.flags = kScanWpMatching | kScanCheckWpasync;
   a.start = start;
   a.end = end;
-  a.vec = reinterpret_cast<uintptr_t>(regs);
-  a.vec_len = sizeof regs / sizeof regs[0];
   a.category_mask = kPageIsWritten;
-  a.return_mask = kPageIsWritten | kPageIsFile | kPageIsPfnZero;
-  for (;;) {
-    int n = ::ioctl(pagemap_.get(), kPagemapScan, &a);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EPERM && a.start == start) return false;
-      if (errno == ESRCH) fail(strf("pid %d vanished during the dump", pid_));
-      throw_errno(strf("unable to scan written pages of pid %d", pid_));
-    }
-    for (int i = 0; i < n; ++i) {
-      uint64_t c = regs[i].categories;
-      if (c & (kPageIsPfnZero | kPageIsFile)) continue;
-      queue(regs[i].start, regs[i].end - regs[i].start, label_base + (regs[i].start - start), 0);
-    }
-    if (a.walk_end >= end || a.walk_end <= a.start) break;
-    a.start = a.walk_end;
-  }
+  a.return_mask = kPageIsWritten | kPageIsPresent | kPageIsSwapped | kPageIsFile | kPageIsPfnZero;
+  int err = pagemap_walk(pagemap_.get(), pid_, a, [&](const ck_page_region& r) {
+    uint64_t c = r.categories;
+    // Written since the last round, and holding data of its own now: copy
+    // it.  Written and now holding nothing (given back with MADV_DONTNEED,
+    // then perhaps read: the zero page, or the file's page again): gone.
+    bool own = (c & kPageIsPresent) ? !(c & (kPageIsFile | kPageIsPfnZero)) : (c & kPageIsSwapped) != 0;
+    if (own)
+      queue(r.start, r.end - r.start, label_base + (r.start - start), 0);
+    else
+      gone_.push_back({r.start, r.end});
+  });
+  if (err == EPERM) return false;
+  if (err) throw_errno(strf("unable to scan written pages of pid %d", pid_), err);
   return true;
+}
+
+void MemReader::scan_gone(const pb::Vma& v) {
+  // Pages that hold no data of their own now, whatever they held in an
+  // earlier round: a round must say so, as "not written since" does not
+  // cover them (MADV_DONTNEED on anonymous memory leaves no write-protect
+  // marker behind, and the kernel may free the whole page table; on a
+  // file mapping it leaves a marker that reads as swapped, not written).
+  // For anonymous memory that is every page neither present nor swapped,
+  // found in one walk with the categories inverted.  A marker there needs
+  // no word: the kernel puts one only on a page that was unpopulated when
+  // it was write-protected, which that round said.
+  ck_pm_scan_arg a;
+  std::memset(&a, 0, sizeof a);
+  a.start = v.start();
+  a.end = v.end();
+  if (v.kind() != pb::VMA_FILE_PRIVATE) {
+    a.category_inverted = kPageIsPresent | kPageIsSwapped;
+    a.category_mask = kPageIsPresent | kPageIsSwapped;
+    a.return_mask = kPageIsPresent | kPageIsSwapped;
+    int err = pagemap_walk(pagemap_.get(), pid_, a, [&](const ck_page_region& r) { gone_.push_back({r.start, r.end}); });
+    if (err) throw_errno(strf("unable to scan pages of pid %d", pid_), err);
+    return;
+  }
+  // A private file mapping: what is not a COW copy of its own (page cache,
+  // nothing, or a marker where a written page was zapped) reads as the file.
+  a.return_mask = kPageIsPresent | kPageIsSwapped | kPageIsFile | kPageIsPfnZero;
+  std::vector<std::pair<uint64_t, uint64_t>> swapped;
+  int err = pagemap_walk(pagemap_.get(), pid_, a, [&](const ck_page_region& r) {
+    uint64_t c = r.categories;
+    if (c & kPageIsPresent) {
+      if (c & (kPageIsFile | kPageIsPfnZero)) gone_.push_back({r.start, r.end});
+    } else if (!(c & kPageIsSwapped) || (c & kPageIsFile)) {
+      gone_.push_back({r.start, r.end});
+    } else {
+      swapped.push_back({r.start, r.end});
+    }
+  });
+  if (err) throw_errno(strf("unable to scan pages of pid %d", pid_), err);
+  // PAGEMAP_SCAN does not tell markers from swapped pages; the pagemap file does.
+  uint64_t ent[512];
+  for (auto [lo, hi] : swapped) {
+    for (uint64_t at = lo; at < hi;) {
+      size_t want = std::min<uint64_t>((hi - at) / kPageSize, sizeof ent / sizeof ent[0]);
+      ssize_t n = ::pread(pagemap_.get(), ent, want * 8, static_cast<off_t>(at / kPageSize * 8));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw_errno(strf("unable to read the pagemap of pid %d", pid_));
+      if (n == 0) fail(strf("pid %d vanished during the dump", pid_));
+      for (size_t i = 0; i < static_cast<size_t>(n) / 8; ++i, at += kPageSize)
+        if ((ent[i] & kPmSwapped) && (ent[i] & kPmSwapTypeMask) == kPmSwapTypeMarker)
+          gone_.push_back({at, at + kPageSize});
+    }
+  }
+}
+
+void MemReader::emit_gone(pid_t pid) {
+  if (gone_.empty()) return;
+  std::sort(gone_.begin(), gone_.end());
+  std::vector<std::pair<uint64_t, uint64_t>> merged;
+  for (const auto& g : gone_) {
+    if (!merged.empty() && g.first <= merged.back().second)
+      merged.back().second = std::max(merged.back().second, g.second);
+    else
+      merged.push_back(g);
+  }
+  gone_.clear();
+  // Notes of at most kRangesPerNote ranges keep every frame small.
+  constexpr size_t kRangesPerNote = 256;
+  for (size_t i = 0; i < merged.size(); i += kRangesPerNote) {
+    std::string text = strf("fresh %d", pid);
+    for (size_t j = i; j < std::min(merged.size(), i + kRangesPerNote); ++j) {
+      text += strf(" %lx-%lx", (unsigned long)merged[j].first, (unsigned long)merged[j].second);
+      stats_.gone_pages += (merged[j].second - merged[j].first) / kPageSize;
+    }
+    pb::Frame n;
+    n.set_pid(pid);
+    n.mutable_note()->set_stage("ck-memread");
+    n.mutable_note()->set_text(text);
+    w_.frame(n);
+  }
 }
 
 void MemReader::scan_pagemap_file(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base,
@@ -582,14 +679,15 @@ void track_round(const MemreadOptions& o, pid_t root, const std::vector<pid_t>& 
   st.save(round);
   const MemStats& s = m.stats();
   double secs = now_s() - t0;
-  LOG_INFO("round %u: %lu pages (%lu bytes), %lu zero pages, %lu of %lu vmas dirty-only, %.3f s, freeze %.3f ms", round,
-           (unsigned long)s.pages, (unsigned long)(s.pages * kPageSize), (unsigned long)s.zero_pages,
-           (unsigned long)s.dirty_vmas, (unsigned long)s.vmas, secs, freeze_ms);
+  LOG_INFO("round %u: %lu pages (%lu bytes), %lu zero pages, %lu gone, %lu of %lu vmas dirty-only, %.3f s, freeze %.3f ms",
+           round, (unsigned long)s.pages, (unsigned long)(s.pages * kPageSize), (unsigned long)s.zero_pages,
+           (unsigned long)s.gone_pages, (unsigned long)s.dirty_vmas, (unsigned long)s.vmas, secs, freeze_ms);
   if (!o.stats_file.empty()) {
-    std::string line = strf("round=%u pages=%lu bytes=%lu zero_pages=%lu vmas=%lu dirty_vmas=%lu processes=%zu armed=%lu "
-                            "seconds=%.6f freeze_ms=%.3f\n",
+    std::string line = strf("round=%u pages=%lu bytes=%lu zero_pages=%lu gone_pages=%lu vmas=%lu dirty_vmas=%lu "
+                            "processes=%zu armed=%lu seconds=%.6f freeze_ms=%.3f\n",
                             round, (unsigned long)s.pages, (unsigned long)(s.pages * kPageSize),
-                            (unsigned long)s.zero_pages, (unsigned long)s.vmas, (unsigned long)s.dirty_vmas,
+                            (unsigned long)s.zero_pages, (unsigned long)s.gone_pages, (unsigned long)s.vmas,
+                            (unsigned long)s.dirty_vmas,
                             pids.size(), (unsigned long)armed_now, secs, freeze_ms);
     ScopedFd fd(::open(o.stats_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
     if (!fd.valid()) throw_errno("unable to open '" + o.stats_file + "'");
@@ -637,21 +735,7 @@ int run_memread(const MemreadOptions& o, int in_fd, int out_fd) {
     pb::Header h = make_header("ck-memread");
     h.set_root_pid(static_cast<uint32_t>(o.pid));
     w.header(h);
-    for (pid_t pid : pids) {
-      Stat st;
-      try {
-        st = read_stat(pid);
-      } catch (const Error&) {
-        fail(strf("pid %d: no such process", pid));
-      }
-      pb::Frame f;
-      f.set_pid(static_cast<uint32_t>(pid));
-      auto* p = f.mutable_process();
-      p->set_pid(static_cast<uint32_t>(pid));
-      p->set_ppid(static_cast<uint32_t>(st.u(4)));
-      p->set_comm(st.comm);
-      w.frame(f);
-    }
+    write_process_frames(w, pids);
     MemReader m(w, o.buffer_bytes);
     m.dump(pids);
     w.finish();

@@ -55,6 +55,7 @@ struct MemStats {
   uint64_t zero_runs = 0;
   uint64_t pages = 0;         // pages sent with payload
   uint64_t zero_pages = 0;    // present pages that were all zeros
+  uint64_t gone_pages = 0;    // dirty rounds: pages of tracked VMAs holding nothing of their own now
   uint64_t unreadable = 0;    // present pages neither read path could read
   uint64_t objects = 0;       // shared objects dumped
 };
@@ -107,7 +108,14 @@ class MemReader {
   void scan(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base, uint64_t shmid);
   // Written pages of [start, end) (write protection re-armed atomically).
   // False if the range is not registered for tracking (nothing queued).
+  // Written pages holding nothing of their own now go to gone_.
   bool scan_written(uint64_t start, uint64_t end, uint64_t label_base);
+  // Adds to gone_ the pages of tracked VMA v that hold nothing of their own
+  // now (anonymous: unpopulated; private file: not a COW copy).
+  void scan_gone(const pb::Vma& v);
+  // Writes gone_ as "fresh" Notes for pid (older rounds count for nothing
+  // there; this round carries no page for them) and clears it.
+  void emit_gone(pid_t pid);
   void scan_pagemap_file(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base, uint64_t shmid);
   void queue(uint64_t remote, uint64_t len, uint64_t label, uint64_t shmid);
   void flush();
@@ -127,6 +135,7 @@ class MemReader {
   ScopedFd pagemap_, mem_;
   bool scan_ioctl_ = true;
   std::map<uint64_t, Object> objects_;
+  std::vector<std::pair<uint64_t, uint64_t>> gone_;  // [start, end) of this process
   MemStats stats_;
   uint32_t round_ = 0;
   bool incremental_ = false;

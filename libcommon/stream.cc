@@ -53,7 +53,7 @@ void grow_pipe(int fd) {
 
 // ---- reader -------------------------------------------------------------
 
-StreamReader::StreamReader(int fd, std::string what) : fd_(fd), what_(std::move(what)), buf_(256 << 10) {
+StreamReader::StreamReader(int fd, std::string what) : fd_(fd), what_(std::move(what)), in_(256 << 10) {
   grow_pipe(fd);
 }
 
@@ -63,32 +63,13 @@ void StreamReader::corrupt(const std::string& why) {
 }
 
 size_t StreamReader::fill(void* dst, size_t len) {
-  auto* out = static_cast<char*>(dst);
-  size_t got = 0;
-  while (got < len) {
-    if (pos_ < end_) {
-      size_t n = std::min(len - got, end_ - pos_);
-      std::memcpy(out + got, buf_.data() + pos_, n);
-      pos_ += n;
-      got += n;
-      continue;
-    }
-    if (len - got >= buf_.size()) {  // big reads go straight into place
-      size_t want = len - got;
-      size_t n = read_full(fd_, out + got, want);
-      got += n;
-      if (n < want) break;
-      continue;
-    }
+  return in_.take(dst, len, [&](char* into, size_t max) {
     ssize_t n;
-    do n = ::read(fd_, buf_.data(), buf_.size());
+    do n = ::read(fd_, into, max);
     while (n < 0 && errno == EINTR);
     if (n < 0) throw_errno(what_ + ": unable to read");
-    if (n == 0) break;
-    pos_ = 0;
-    end_ = static_cast<size_t>(n);
-  }
-  return got;
+    return static_cast<size_t>(n);
+  });
 }
 
 void StreamReader::readn(void* dst, size_t len, const char* where) {

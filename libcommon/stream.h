@@ -7,7 +7,9 @@
 #pragma once
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,47 @@ extern const char* const kVersion;  // "0.1"
 
 // A header for a stream started by `tool` (kernel and host facts filled in).
 pb::Header make_header(const std::string& tool);
+
+// A read buffer in front of a byte source, shared by the stream reader and
+// the image reader.  take() copies len bytes into dst from the buffer, then
+// from read(into, max), which returns how many bytes it put there (0 at the
+// end of the source) and throws on errors; reads of a buffer's size or more
+// go straight into dst.  Returns the bytes copied (less than len only at
+// the end of the source).
+class ReadBuffer {
+ public:
+  explicit ReadBuffer(size_t cap) : buf_(cap) {}
+  bool empty() const { return pos_ == end_; }
+  void clear() { pos_ = end_ = 0; }
+  template <class Read>
+  size_t take(void* dst, size_t len, Read read) {
+    auto* out = static_cast<char*>(dst);
+    size_t got = 0;
+    while (got < len) {
+      if (pos_ < end_) {
+        size_t n = std::min(len - got, end_ - pos_);
+        std::memcpy(out + got, buf_.data() + pos_, n);
+        pos_ += n;
+        got += n;
+        continue;
+      }
+      bool direct = len - got >= buf_.size();
+      size_t n = direct ? read(out + got, len - got) : read(buf_.data(), buf_.size());
+      if (n == 0) break;
+      if (direct) {
+        got += n;
+      } else {
+        pos_ = 0;
+        end_ = n;
+      }
+    }
+    return got;
+  }
+
+ private:
+  std::vector<char> buf_;
+  size_t pos_ = 0, end_ = 0;
+};
 
 class StreamReader {
  public:
@@ -51,8 +94,7 @@ class StreamReader {
 
   int fd_;
   std::string what_;
-  std::vector<char> buf_;
-  size_t pos_ = 0, end_ = 0;
+  ReadBuffer in_;
   std::string raw_;
   uint64_t payload_left_ = 0;
   uint64_t frames_ = 0;

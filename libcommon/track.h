@@ -27,8 +27,10 @@
 // the VMA is the same as last round and was registered then and now (the
 // "uw" VmFlag); everything present otherwise (new, moved, resized,
 // re-protected VMAs, a new process, a fork child, an exec'd process), after
-// registering and write-protecting it, so no write is ever missed.  Shared
-// memory objects are copied whole every round.
+// registering and write-protecting it, so no write is ever missed.  Pages
+// of tracked VMAs that hold nothing of their own any more (MADV_DONTNEED)
+// are named in every round too (MemReader::scan_gone).  Shared memory
+// objects are copied whole every round.
 #pragma once
 #include <sys/types.h>
 

@@ -191,3 +191,19 @@ restore_check() {  # restore_check DIR [PID...]: restore, check every pid given 
   final 4
   restore_check "$T/4"
 }
+
+@test "predump: pages given back with MADV_DONTNEED between rounds restore as zero (anon) or the file (private)" {
+  start_wl writer -m 16 -r 500 -a drop -f "$T/private.dat"
+  round 1
+  sleep 0.2
+  round 2
+  kill -USR1 "$WPID"
+  wait_line "$T/writer.out" '^DROPPED' 10
+  round 3
+  # the dropped ranges are said to be gone, not copied: 512 + 16 anon pages, 16 file pages
+  [ "$(stat_of gone_pages)" -ge 544 ]
+  [ "$(stat_of pages)" -lt 2048 ]
+  sleep 0.2
+  final 4
+  restore_check "$T/4"
+}

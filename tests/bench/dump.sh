@@ -25,6 +25,9 @@
 # stage's CPU even when two stages ran in parallel (so it is the harder one).
 # Peak RSS: each stage of the freeze_store_tmpfs pipeline measured on its
 # own (GNU time %M, KiB) in one more run.
+# "_raw_read": build/bench/pvr_bw, process_vm_readv alone over the
+# workload's data on the same target (stopped): the ceiling of any dump
+# that copies through process_vm_readv, against memcpy in the same run.
 # Prints "bench: NAME = VALUE UNIT".  Issue targets: >= 0.5 of memcpy into
 # /dev/null, >= 0.35 into tmpfs, no stage above 64 MiB RSS.
 set -u
@@ -125,6 +128,11 @@ for wl in counter zeros; do
   rm -rf "$img"
 
   kill -STOP "$pid"
+  data=$(sed -n 's/^INFO data=\(0x[0-9a-f]*\) .*/\1/p' "$tmp/$wl.out")
+  if [ -n "$data" ] && raw=$("$B/bench/pvr_bw" "$pid" "$data" 1024); then
+    echo "bench: dump_${wl}_raw_read = $raw GB/s"
+    echo "bench: dump_${wl}_raw_read_vs_memcpy = $(awk -v a="$raw" -v b="$memcpy" 'BEGIN { printf "%.2f", a / b }') ratio"
+  fi
   set -- $(run_best "${wl}_memread_devnull" "ck-memread -t $pid > /dev/null") || rc=1
   [ $# -eq 2 ] && report "${wl}_memread_devnull" "$1" "$2"
   set -- $(run_best "${wl}_memread_tmpfs" "ck-memread -t $pid > $tmp/s.ck") || rc=1

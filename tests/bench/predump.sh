@@ -4,6 +4,12 @@
 # anything pinned: nothing is, pages go through one 4 MiB buffer), copy
 # throughput against memcpy measured in the same run, and the bytes of each
 # round for a workload that dirties 5% of its memory per second.
+# memcpy is measured before the writer starts (it takes seconds here, which
+# would otherwise pass between round 1 and round 2 and swell round 2); the
+# raw process_vm_readv rate of the writer's buffer (build/bench/pvr_bw, the
+# writer stopped) after the rounds: the writer populates its pages in a
+# scattered order, which halves what the kernel's copy achieves on them, so
+# "predump_copy_vs_raw_read" is the part ck itself costs.
 # Lines: "bench: NAME = VALUE UNIT".
 set -u
 : "${CK_TOP:=$(cd "$(dirname "$0")/../.." && pwd)}"
@@ -15,6 +21,8 @@ cleanup() { [ -n "$W" ] && kill -9 "$W" 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
 MIB=1024
 PAGES=$((MIB * 256))
+mc=
+[ -x "$CK_TOP/build/bench/memcpy_bw" ] && mc=$("$CK_TOP/build/bench/memcpy_bw" 1024 2>/dev/null | tail -n 1)
 RATE=$((PAGES / 20))          # 5% of the pages per second
 setsid "$CK_TOP/build/workloads/writer" -m $MIB -r $RATE > "$T/w.out" 2>&1 < /dev/null &
 W=$!
@@ -42,8 +50,7 @@ echo "bench: predump_round_rss_peak = $((peak / 1024)) MiB"
 echo "bench: predump_pipe_and_pinned = 0 MiB"
 gbs=$(awk -v b="$bytes" -v s="$secs" 'BEGIN { printf "%.2f", b / s / 1e9 }')
 echo "bench: predump_copy_throughput = $gbs GB/s"
-if [ -x "$CK_TOP/build/bench/memcpy_bw" ]; then
-  mc=$("$CK_TOP/build/bench/memcpy_bw" 1024 2>/dev/null | tail -n 1)
+if [ -n "$mc" ]; then
   echo "bench: predump_memcpy_same_run = $mc GB/s"
   echo "bench: predump_copy_vs_memcpy = $(awk -v a="$gbs" -v b="$mc" 'BEGIN { printf "%.2f", a / b }') x"
 fi
@@ -55,4 +62,12 @@ for n in 2 3 4; do
   echo "bench: predump_round${n}_seconds = $(stat_of seconds) s"
 done
 ck-memread --untrack -t "$W" 2>/dev/null
+addr=$(sed -n 's/^INFO addr=\(0x[0-9a-f]*\) .*/\1/p' "$T/w.out")
+kill -STOP "$W"
+if [ -n "$addr" ] && raw=$("$CK_TOP/build/bench/pvr_bw" "$W" "$addr" $MIB); then
+  echo "bench: predump_raw_read_same_target = $raw GB/s"
+  [ -n "$mc" ] && echo "bench: predump_raw_read_vs_memcpy = $(awk -v a="$raw" -v b="$mc" 'BEGIN { printf "%.2f", a / b }') x"
+  echo "bench: predump_copy_vs_raw_read = $(awk -v a="$gbs" -v b="$raw" 'BEGIN { printf "%.2f", a / b }') x"
+fi
+kill -CONT "$W"
 exit 0

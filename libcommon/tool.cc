@@ -1,5 +1,7 @@
 #include "tool.h"
 
+#include <fcntl.h>
+
 #include <csignal>
 #include <cstdio>
 #include <unistd.h>
@@ -17,6 +19,11 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
 
 int run_tool(const char* tool, CLI::App& app, CommonOptions& o, int argc, char** argv,
              const std::function<int()>& body) {
+  // Started with stdin, stdout or stderr closed (as CI may do): give each a
+  // /dev/null, as a shell would, so that no pipe or file opened later takes
+  // 0..2 and is then mistaken for (or dup2'ed over by) a standard stream.
+  for (int fd = 0; fd < 3; ++fd)
+    if (::fcntl(fd, F_GETFD) < 0 && ::open("/dev/null", O_RDWR) < 0) return kFail;
   log::set_tool(tool);
   log::install_crash_handlers();  // a crash still writes every message logged before it
   ::signal(SIGPIPE, SIG_IGN);

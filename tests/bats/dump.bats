@@ -83,3 +83,15 @@ while True:
   a=$(cat "$T/n"); sleep 0.3; b=$(cat "$T/n")
   [ "$b" -gt "$a" ]
 }
+
+@test "started with stdin closed, ck-freeze still pipes the stream to its command" {
+  start_wl counter 8
+  # (bats' run gives commands a stdin of its own: close it inside)
+  run sh -c "exec 0<&-; ck-freeze -t $WPID --leave-running -- sh -c \"ck-memread | ck-store put -D '$T/img'\""
+  assert_success
+  run ck-store ls -D "$T/img"
+  assert_success
+  assert_output --partial "$WPID"
+  ! any_stopped "$WPID"
+  check_wl counter "$WPID"
+}

@@ -14,6 +14,8 @@
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -73,6 +75,9 @@ class Source {
   virtual ~Source() = default;
   virtual bool next(pb::Frame* f) = 0;
   virtual void read_payload(void* dst, size_t len) = 0;
+  // The next `len` bytes of payload where they already are in memory (an
+  // image's pages.img, mapped), consumed; nullptr when they must be read.
+  virtual const char* payload_in_place(size_t len) { return nullptr; }
 };
 
 class StreamSource : public Source {
@@ -102,10 +107,37 @@ class ImageSource : public Source {
       p += n, off_ += static_cast<uint64_t>(n), len -= static_cast<size_t>(n);
     }
   }
+  const char* payload_in_place(size_t len) override {
+    int fd = img_.pages_fd();  // a parent's, for a run from an older round
+    Mapped& m = maps_[fd];
+    if (!m.base) {
+      struct stat st;
+      if (::fstat(fd, &st) != 0) throw_errno("unable to stat pages.img");
+      m.size = static_cast<uint64_t>(st.st_size);
+      if (!m.size) return nullptr;
+      void* b = ::mmap(nullptr, m.size, PROT_READ, MAP_SHARED, fd, 0);
+      if (b == MAP_FAILED) return nullptr;
+      ::madvise(b, m.size, MADV_SEQUENTIAL);
+      m.base = static_cast<const char*>(b);
+    }
+    if (off_ + len > m.size) bad_input("image pages.img is shorter than its index says");
+    const char* p = m.base + off_;
+    off_ += len;
+    return p;
+  }
+  ~ImageSource() override {
+    for (auto& [fd, m] : maps_)
+      if (m.base) ::munmap(const_cast<char*>(m.base), m.size);
+  }
 
  private:
+  struct Mapped {
+    const char* base = nullptr;
+    uint64_t size = 0;
+  };
   ImageSet img_;
   uint64_t off_ = 0;
+  std::map<int, Mapped> maps_;
 };
 
 // ---- the plan --------------------------------------------------------------
@@ -298,6 +330,11 @@ struct MmBuilder {
   std::unique_ptr<RemoteSyscalls> rs;
   uint64_t scratch = 0;  // tramp + 1024: strings and structs for syscalls
   std::vector<std::pair<uint64_t, uint64_t>> written_private;
+  // Anonymous memory is filled with UFFDIO_COPY through a userfaultfd of
+  // the task's: each page is allocated with its contents, never zeroed
+  // first (process_vm_writev faults in a zero page, then copies).
+  ScopedFd uffd;
+  std::vector<std::pair<uint64_t, uint64_t>> registered;  // sorted ranges
 
   uint64_t put(const void* data, size_t len) {
     if (len > 3000) fail("internal: scratch too small");
@@ -340,6 +377,84 @@ struct MmBuilder {
     }
     move_vdso(cur);
     for (auto& v : t.vmas) map_vma(v);
+    open_uffd();
+  }
+
+  void open_uffd() {
+    std::vector<std::pair<uint64_t, uint64_t>> want;
+    for (auto& v : t.vmas)
+      if (v.kind() == pb::VMA_ANON || v.kind() == pb::VMA_HEAP || v.kind() == pb::VMA_STACK)
+        want.emplace_back(v.start(), v.end());
+    if (want.empty()) return;
+    std::sort(want.begin(), want.end());
+    long tfd = rs->syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (tfd < 0) {
+      LOG_DEBUG("pid %d: no userfaultfd (%s): pages go through process_vm_writev", pid, strerror(static_cast<int>(-tfd)));
+      return;
+    }
+    ScopedFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, opid, 0)));
+    int fd = pidfd.get() >= 0 ? static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), tfd, 0)) : -1;
+    rs->check("close", SYS_close, tfd);
+    if (fd < 0) throw_errno(strf("unable to take the userfaultfd of pid %d", pid));
+    uffd.reset(fd);
+    struct uffdio_api api = {UFFD_API, 0, 0};
+    if (::ioctl(uffd.get(), UFFDIO_API, &api) != 0) throw_errno("userfaultfd: UFFDIO_API");
+    for (auto& [a, b] : want) {
+      struct uffdio_register reg = {{a, b - a}, UFFDIO_REGISTER_MODE_MISSING, 0};
+      if (::ioctl(uffd.get(), UFFDIO_REGISTER, &reg) != 0)
+        throw_errno(strf("pid %d: unable to register %#lx-%#lx with userfaultfd", pid, (unsigned long)a, (unsigned long)b));
+      registered.emplace_back(a, b);
+    }
+  }
+
+  void close_uffd() {
+    if (uffd.get() < 0) return;
+    for (auto& [a, b] : registered) {
+      struct uffdio_range r = {a, b - a};
+      if (::ioctl(uffd.get(), UFFDIO_UNREGISTER, &r) != 0)
+        throw_errno(strf("pid %d: unable to unregister %#lx-%#lx from userfaultfd", pid, (unsigned long)a, (unsigned long)b));
+    }
+    registered.clear();
+    uffd.reset();
+  }
+
+  // Writes `len` bytes at `addr` of the task: UFFDIO_COPY where the range
+  // is registered anonymous memory, process_vm_writev elsewhere.
+  void put_pages(uint64_t addr, const char* src, uint64_t len) {
+    while (len) {
+      auto it = std::upper_bound(registered.begin(), registered.end(), std::make_pair(addr, ~uint64_t{0}));
+      uint64_t n = len;
+      bool reg = false;
+      if (it != registered.begin() && addr < std::prev(it)->second) {
+        reg = true;
+        n = std::min(len, std::prev(it)->second - addr);
+      } else if (it != registered.end()) {
+        n = std::min(len, it->first > addr ? it->first - addr : len);
+      }
+      if (reg)
+        uffd_copy(addr, src, n);
+      else
+        write_mem(opid, addr, src, n);
+      addr += n, src += n, len -= n;
+    }
+  }
+
+  void uffd_copy(uint64_t addr, const char* src, uint64_t len) {
+    while (len) {
+      struct uffdio_copy c = {addr, reinterpret_cast<uint64_t>(src), len, 0, 0};
+      int r = ::ioctl(uffd.get(), UFFDIO_COPY, &c);
+      if (c.copy > 0) {
+        addr += static_cast<uint64_t>(c.copy), src += c.copy, len -= static_cast<uint64_t>(c.copy);
+        continue;
+      }
+      if (r != 0 && errno == EAGAIN) continue;
+      if (r != 0 && errno == EEXIST) {  // already there (written before): overwrite
+        write_mem(opid, addr, src, kPage);
+        addr += kPage, src += kPage, len -= kPage;
+        continue;
+      }
+      throw_errno(strf("unable to fill %#lx of pid %d (UFFDIO_COPY)", (unsigned long)addr, pid));
+    }
   }
 
   void move_vdso(const std::vector<MapLine>& cur) {
@@ -468,6 +583,7 @@ struct MmBuilder {
   }
 
   void finish() {
+    close_uffd();
     const pb::Process& p = t.proc;
     for (auto& v : t.vmas) {
       if (is_vdso_group(v.path()) || v.path() == "[vsyscall]" || v.kind() == pb::VMA_FILE_SHARED) continue;
@@ -851,7 +967,7 @@ int restore_tree(const RestoreOptions& o) {
   pb::Frame f;
   bool created = false;
   std::unique_ptr<MmBuilder> mm;
-  std::vector<char> buf(1 << 20);
+  std::vector<char> buf(4 << 20);
   std::vector<std::unique_ptr<MmBuilder>> done;
   while (src->next(&f)) {
     switch (f.body_case()) {
@@ -885,7 +1001,7 @@ int restore_tree(const RestoreOptions& o) {
         t.vmas.assign(f.mm().vmas().begin(), f.mm().vmas().end());
         t.mm_seen = true;
         if (mm) done.push_back(std::move(mm));
-        mm = std::make_unique<MmBuilder>(MmBuilder{R, t, p, R.outer(p), nullptr, 0, {}});
+        mm = std::make_unique<MmBuilder>(MmBuilder{R, t, p, R.outer(p), nullptr, 0, {}, ScopedFd(), {}});
         with_context(strf("restoring memory of pid %d", p), [&] { mm->start(); });
         break;
       }
@@ -918,10 +1034,14 @@ int restore_tree(const RestoreOptions& o) {
           }
           break;
         }
+        if (const char* in_place = src->payload_in_place(len)) {
+          mm->put_pages(run.addr(), in_place, len);
+          break;
+        }
         for (uint64_t off = 0; off < len;) {
           size_t n = std::min<uint64_t>(buf.size(), len - off);
           src->read_payload(buf.data(), n);
-          write_mem(mm->opid, run.addr() + off, buf.data(), n);
+          mm->put_pages(run.addr() + off, buf.data(), n);
           off += n;
         }
         break;

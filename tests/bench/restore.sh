@@ -9,7 +9,8 @@
 #    from a running process.  "_vs_memcpy" is that time over the time of a
 #    1 GiB memcpy (build/bench/memcpy_bw: 4 MiB pieces from a populated
 #    source, best of 3); issue target: <= 2.  "_vs_memcpy_full" uses the
-#    1 GiB -> 1 GiB copy instead.  "_cpu" counts ck-restore's own CPU time
+#    1 GiB -> 1 GiB copy instead; "_vs_memcpy_fresh" a copy into memory
+#    mapped anew and never touched (the pages a restore must create).  "_cpu" counts ck-restore's own CPU time
 #    (user + system, GNU time), which other load on the machine moves less.
 #    After the last run the restored process checks its 1 GiB (SIGUSR2) and
 #    must say PASS, or the figure is not printed.
@@ -118,18 +119,21 @@ bench_restore() {
 
 memcpy=$("$B/bench/memcpy_bw" 1024) || exit 1
 full=$("$B/bench/memcpy_bw" 1024 full) || exit 1
+fresh=$("$B/bench/memcpy_bw" 1024 fresh) || exit 1
 echo "bench: restore_memcpy_4MiB_chunks = $memcpy GB/s"
 echo "bench: restore_memcpy_1GiB_to_1GiB = $full GB/s"
+echo "bench: restore_memcpy_1GiB_to_fresh = $fresh GB/s"
 echo "bench: load_average = $(cut -d' ' -f1 /proc/loadavg) tasks"
 
 rc=0
 if r=$(bench_restore big counter 1024); then
   set -- $r
-  awk -v ns="$1" -v cpu="$2" -v mc="$memcpy" -v full="$full" -v gib=$GIB 'BEGIN {
-    t = ns / 1e9; m = gib / (mc * 1e9); f = gib / (full * 1e9)
+  awk -v ns="$1" -v cpu="$2" -v mc="$memcpy" -v full="$full" -v fr="$fresh" -v gib=$GIB 'BEGIN {
+    t = ns / 1e9; m = gib / (mc * 1e9); f = gib / (full * 1e9); n = gib / (fr * 1e9)
     printf "bench: restore_1GiB = %.0f ms\n", t * 1000
     printf "bench: restore_1GiB_vs_memcpy = %.2f ratio\n", t / m
     printf "bench: restore_1GiB_vs_memcpy_full = %.2f ratio\n", t / f
+    printf "bench: restore_1GiB_vs_memcpy_fresh = %.2f ratio\n", t / n
     if (cpu > 0) printf "bench: restore_1GiB_cpu_vs_memcpy = %.2f ratio\n", cpu / 1e9 / m
   }'
 else

@@ -102,6 +102,17 @@ proc_state() {
   echo "# cmdline $(tr '\0' ' ' < /proc/"$p"/cmdline)"
 }
 
+# dump_counter_copy: runs a copy of the counter workload ($T/counter-copy,
+# a mapped file a test may change) and dumps it into $T/img, killing it.
+dump_counter_copy() {
+  cp "$WL/counter" "$T/counter-copy"
+  setsid "$T/counter-copy" 8 > "$T/counter.out" 2>&1 < /dev/null &
+  WPID=$!; PIDS+=("$WPID")
+  wait_line "$T/counter.out" '^READY' 20
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+}
+
 # redump_and_compare: dumps the restored $WPID again into $T/img2 (killing
 # it), asserts the two images are equal in everything but time and restores
 # the second one.

@@ -85,12 +85,7 @@ state_of() { proc_state "$1" | sed -E '/^# threads/,/^# cwd/ s/^[0-9]+ //'; }
 }
 
 @test "--pidns: a failed restore leaves no namespace and no task behind" {
-  cp "$WL/counter" "$T/counter-copy"
-  setsid "$T/counter-copy" 8 > "$T/counter.out" 2>&1 < /dev/null &
-  WPID=$!; PIDS+=("$WPID")
-  wait_line "$T/counter.out" '^READY' 20
-  run ck-dump -t "$WPID" -D "$T/img"
-  assert_success
+  dump_counter_copy
   local inits
   inits=$(ck_inits)
   echo extra >> "$T/counter-copy"

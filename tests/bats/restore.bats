@@ -178,12 +178,7 @@ load helpers
 }
 
 @test "a mapped file that changed since the dump is refused by name, nothing left behind" {
-  cp "$WL/counter" "$T/counter-copy"
-  setsid "$T/counter-copy" 8 > "$T/counter.out" 2>&1 < /dev/null &
-  WPID=$!; PIDS+=("$WPID")
-  wait_line "$T/counter.out" '^READY' 20
-  run ck-dump -t "$WPID" -D "$T/img"
-  assert_success
+  dump_counter_copy
   echo extra >> "$T/counter-copy"
   run ck-restore -D "$T/img" -d
   assert_failure 1

@@ -122,16 +122,20 @@ int MemReader::mem_fd() {
   return mem_.get();
 }
 
+// /proc/PID/stat of a target, or "no such process" by pid.
+static Stat live_stat(pid_t pid) {
+  try {
+    return read_stat(pid);
+  } catch (const Error&) {
+    fail(strf("pid %d: no such process", pid));
+  }
+}
+
 void MemReader::dump(const std::vector<pid_t>& pids) {
   // Layouts first, so every VMA of a shared object knows who carries it.
   std::vector<std::vector<pb::Vma>> layouts;
   for (pid_t pid : pids) {
-    Stat st;
-    try {
-      st = read_stat(pid);
-    } catch (const Error&) {
-      fail(strf("pid %d: no such process", pid));
-    }
+    Stat st = live_stat(pid);
     if (st.f.size() > 3 && st.f[3] == "Z") fail(strf("pid %d: has exited (zombie)", pid));
     layouts.push_back(read_vmas(pid));
     for (auto& v : layouts.back()) {
@@ -551,12 +555,7 @@ namespace {
 
 void write_process_frames(StreamWriter& w, const std::vector<pid_t>& pids) {
   for (pid_t pid : pids) {
-    Stat st;
-    try {
-      st = read_stat(pid);
-    } catch (const Error&) {
-      fail(strf("pid %d: no such process", pid));
-    }
+    Stat st = live_stat(pid);
     pb::Frame f;
     f.set_pid(static_cast<uint32_t>(pid));
     auto* p = f.mutable_process();

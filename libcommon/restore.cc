@@ -174,6 +174,10 @@ struct Restorer {
   // (pid 1 there).  Image pids are the ones inside it; everything the
   // restorer does from outside (ptrace, /proc, prlimit, cgroups) takes the
   // outer pid that `outer` maps them to.
+  // The restorer's own credentials (with securebits), which every helper
+  // starts with, and the highest capability number of this kernel.
+  pb::Creds own_creds;
+  int last_cap = 0;
   bool pidns = false;
   pid_t init = 0;
   int go_w = -1;  // init waits on this: a byte once the tree runs, EOF if the restore failed
@@ -665,7 +669,7 @@ struct MmBuilder {
         LOG_WARN("pid %d: unable to set rlimit %u: %s", pid, rl.resource(), strerror(errno));
     }
     if (p.child_subreaper()) rs->check("prctl", SYS_prctl, PR_SET_CHILD_SUBREAPER, 1);
-    bool same_creds = p.has_creds() && creds_of_restorer(p.creds());
+    bool same_creds = p.has_creds() && p.creds().SerializeAsString() == R.own_creds.SerializeAsString();
     // Per-thread state, each thread doing its own part.
     for (auto& th : t.threads) {
       pid_t tid = static_cast<pid_t>(th.tid());
@@ -718,15 +722,6 @@ struct MmBuilder {
     }
   }
 
-  // True if `c` are the restorer's own credentials, which every helper
-  // inherited: nothing to change then.
-  static bool creds_of_restorer(const pb::Creds& c) {
-    pb::Creds mine;
-    fill_creds(getpid(), &mine);
-    mine.set_securebits(static_cast<uint32_t>(prctl(PR_GET_SECUREBITS)));
-    return mine.SerializeAsString() == c.SerializeAsString();
-  }
-
   // Gives the thread behind `r` the dumped credentials.  It starts as the
   // restorer (root, every capability); the order matters, since each step
   // needs privileges that a later one gives up:
@@ -742,7 +737,7 @@ struct MmBuilder {
     r.check("setgroups", SYS_setgroups, groups.size(), groups.empty() ? 0 : put(groups.data(), groups.size() * sizeof(gid_t)));
     r.check("setresgid", SYS_setresgid, c.gid(0), c.gid(1), c.gid(2));
     r.syscall(SYS_setfsgid, c.gid(3));
-    int last_cap = std::atoi(read_file("/proc/sys/kernel/cap_last_cap").c_str());
+    int last_cap = R.last_cap;
     for (int cap = 0; cap <= last_cap && cap < 64; ++cap)
       if (!(c.cap_bnd() >> cap & 1)) r.check("prctl(PR_CAPBSET_DROP)", SYS_prctl, PR_CAPBSET_DROP, cap);
     struct {
@@ -760,9 +755,8 @@ struct MmBuilder {
       write_mem(opid, scratch + 64, data, sizeof data);
       r.check("capset", SYS_capset, h, scratch + 64);
     };
-    pb::Creds mine;  // what the restorer holds, so the helper too (this machine may lack some)
-    fill_creds(getpid(), &mine);
-    capset(mine.cap_prm(), mine.cap_prm(), c.cap_inh());
+    // What the restorer holds, so the helper too (this machine may lack some).
+    capset(R.own_creds.cap_prm(), R.own_creds.cap_prm(), c.cap_inh());
     r.check("prctl(PR_CAP_AMBIENT)", SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
     for (int cap = 0; cap <= last_cap && cap < 64; ++cap)
       if (c.cap_amb() >> cap & 1)
@@ -772,12 +766,11 @@ struct MmBuilder {
     if (!(bits & kNoSetuidFixupLocked)) r.check("prctl(PR_SET_SECUREBITS)", SYS_prctl, PR_SET_SECUREBITS, bits | kNoSetuidFixup);
     r.check("setresuid", SYS_setresuid, c.uid(0), c.uid(1), c.uid(2));
     r.syscall(SYS_setfsuid, c.uid(3));
-    if (prctl_get(r, PR_GET_SECUREBITS) != static_cast<long>(bits))
+    if (r.check("prctl", SYS_prctl, PR_GET_SECUREBITS) != static_cast<long>(bits))
       r.check("prctl(PR_SET_SECUREBITS)", SYS_prctl, PR_SET_SECUREBITS, bits);
     capset(c.cap_eff(), c.cap_prm(), c.cap_inh());
     if (c.no_new_privs()) r.check("prctl(PR_SET_NO_NEW_PRIVS)", SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
   }
-  static long prctl_get(RemoteSyscalls& r, int what) { return r.check("prctl", SYS_prctl, what); }
 
   // A thread dumped inside a syscall that the kernel would resume through
   // restart_syscall (-ERESTART_RESTARTBLOCK: nanosleep, clock_nanosleep,
@@ -964,6 +957,9 @@ int restore_tree(const RestoreOptions& o) {
     src = std::make_unique<ImageSource>(o.dir);
   Restorer R;
   R.pidns = o.pidns;
+  fill_creds(getpid(), &R.own_creds);
+  R.own_creds.set_securebits(static_cast<uint32_t>(prctl(PR_GET_SECUREBITS)));
+  R.last_cap = std::atoi(read_file("/proc/sys/kernel/cap_last_cap").c_str());
   pb::Frame f;
   bool created = false;
   std::unique_ptr<MmBuilder> mm;

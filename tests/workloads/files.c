@@ -1,4 +1,4 @@
-/* One fd of every kind ck dumps and restores, at fixed numbers (20..37):
+/* One fd of every kind ck dumps and restores, at fixed numbers (20..35):
  * a pipe with 3000 bytes in flight, a semaphore eventfd at 42, an epoll on
  * the pipe and the eventfd with distinct data, a timerfd armed for 100 s
  * (5 s interval, cloexec), a signalfd for SIGUSR1, inotify watching /tmp

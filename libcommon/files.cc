@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +27,7 @@
 #include "files.h"
 #include "log.h"
 #include "proc.h"
+#include "tty.h"
 
 CK_LOG_MODULE("files");
 
@@ -414,6 +416,23 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
     d.set_kind(pb::FILE_CHR);
     d.set_rdev(static_cast<uint32_t>(st.st_rdev));
     if (marked_deleted) refuse("device '" + link + "'", "its node was deleted: not supported");
+    if (st.st_rdev == makedev(5, 2)) refuse("pseudo-terminal master '" + link + "'", "not supported");
+    // A terminal (anything but the memory devices may be one): its
+    // settings, read through a duplicate of the task's own open file.
+    if (record && major(st.st_rdev) != 1) {
+      int dup = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd(pid), fd, 0));
+      if (dup < 0) throw_errno(strf("unable to dump fd %d of pid %d (%s): unable to duplicate it", fd, pid, link.c_str()));
+      ScopedFd t(dup);
+      std::string termios, winsize;
+      bool is_tty = false;
+      with_context(strf("unable to dump fd %d of pid %d (%s)", fd, pid, link.c_str()),
+                   [&] { is_tty = tty_state(t.get(), &termios, &winsize); });
+      if (is_tty) {
+        d.set_tty(true);
+        d.set_termios(termios);
+        d.set_winsize(winsize);
+      }
+    }
   } else {
     refuse(link, "not supported");
   }

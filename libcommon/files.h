@@ -77,6 +77,9 @@ class FileRestorer {
   // overwrites a restorer-side fd); not CLOEXEC, so forked children inherit
   // them.  Sockets are refused (status 3).
   void open_all(const std::vector<pb::FileDesc>& descs, const std::vector<pb::Fd>& fds, int base);
+  // Terminal fds of the image open this terminal (--shell-job); without
+  // one, open_all refuses them by name.  Call before open_all.
+  void use_terminal(const std::string& path) { terminal_ = path; }
   int fd_of(uint32_t desc_id) const;  // restorer-side fd of a description; -1 if none
   // After open_all: no fd number from here up is a restorer-side fd or any
   // task's target number, so fds that must survive install() (keep) are
@@ -109,6 +112,7 @@ class FileRestorer {
   std::string who(uint32_t desc_id) const;  // "fd 3 of pid 42"
 
   int next_ = 0;
+  std::string terminal_;
   std::map<uint32_t, int> open_;                 // desc id -> restorer fd
   std::map<uint32_t, const pb::FileDesc*> desc_by_id_;
   std::map<uint32_t, std::pair<pid_t, int>> first_fd_;  // desc id -> (pid, fd)

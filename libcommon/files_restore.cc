@@ -209,8 +209,22 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
           if (fd < 0) throw_errno("unable to reopen '" + d.path() + "' for " + w);
           break;
         }
-        case pb::FILE_DIR:
         case pb::FILE_CHR:
+          if (d.tty()) {  // only ever the caller's terminal (--shell-job)
+            if (terminal_.empty())
+              fail(strf("%s is the terminal '%s': ck gives a restored tree only the caller's terminal, with --shell-job",
+                        w.c_str(), d.path().c_str()));
+            const std::string& path = d.path() == "/dev/tty" ? d.path() : terminal_;
+            fd = ::open(path.c_str(), static_cast<int>(oflags | O_NOCTTY));
+            if (fd < 0) throw_errno("unable to open the terminal '" + path + "' for " + w);
+            if (!::isatty(fd)) {
+              ::close(fd);
+              fail("unable to open the terminal '" + path + "' for " + w + ": not a terminal");
+            }
+            break;
+          }
+          [[fallthrough]];
+        case pb::FILE_DIR:
           fd = ::open(d.path().c_str(), static_cast<int>(oflags | (d.kind() == pb::FILE_CHR ? O_NOCTTY : 0)));
           if (fd < 0) throw_errno("unable to open '" + d.path() + "' for " + w);
           if (d.kind() == pb::FILE_CHR && d.rdev() != 0) {

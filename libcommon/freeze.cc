@@ -198,6 +198,8 @@ void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, Stream
   pr->set_ppid(static_cast<uint32_t>(st.u(4)));
   pr->set_pgid(static_cast<uint32_t>(st.u(5)));
   pr->set_sid(static_cast<uint32_t>(st.u(6)));
+  pr->set_tty_nr(static_cast<uint32_t>(st.u(7)));
+  pr->set_tty_pgrp(static_cast<int32_t>(st.i(8)));
   for (pid_t t : tids) pr->add_tids(t);
   pr->set_comm(st.comm);
   std::string s;

@@ -47,6 +47,7 @@
 #include "proc.h"
 #include "ptrace.h"
 #include "stream.h"
+#include "tty.h"
 
 CK_LOG_MODULE("restore");
 
@@ -170,6 +171,7 @@ struct Restorer {
   std::set<pid_t> created;   // pids we made (as this process sees them); killed on failure
   std::set<pid_t> seized;
   bool committed = false;
+  bool winch = false;  // --shell-job: the terminal's size is not the dumped one
   // --pidns: the tree lives in a new pid namespace under an init of ours
   // (pid 1 there).  Image pids are the ones inside it; everything the
   // restorer does from outside (ptrace, /proc, prlimit, cgroups) takes the
@@ -949,14 +951,71 @@ void create_tasks(Restorer& R) {
 
 }  // namespace
 
+static int wait_for(pid_t child, int flags) {
+  int st;
+  while (waitpid(child, &st, flags) < 0)
+    if (errno != EINTR) throw_errno(strf("unable to wait for pid %d", child));
+  return st;
+}
+
+// --shell-job, before the tree runs: the root's job goes back to the
+// foreground of the caller's terminal if it was in the foreground of its
+// own at dump time (and the caller is in the foreground now), with the
+// terminal settings it had.  A job dumped in the background stays there.
+// Returns the process group given the terminal, 0 if none.
+static pid_t shell_job_foreground(Restorer& R, ShellTerminal& term) {
+  const pb::Process& p = R.tasks[R.root].proc;
+  const pb::FileDesc* tty = nullptr;
+  for (const auto& d : R.descs)
+    if (d.tty() && (!tty || d.rdev() == p.tty_nr())) tty = &d;
+  struct winsize now = {};
+  if (tty && tty->winsize().size() == sizeof now && ::ioctl(term.fd(), TIOCGWINSZ, &now) == 0 &&
+      std::memcmp(&now, tty->winsize().data(), sizeof now) != 0)
+    R.winch = true;  // told after it runs, as a terminal that was resized would
+  if (p.tty_nr() == 0 || p.tty_pgrp() <= 0 || static_cast<uint32_t>(p.tty_pgrp()) != p.pgid()) return 0;
+  // Its group is recreated only if its leader is in the tree; else it is ours.
+  const pid_t pgrp = R.tasks.count(static_cast<pid_t>(p.pgid())) ? R.outer(static_cast<pid_t>(p.pgid())) : ::getpgrp();
+  term.give(pgrp, tty ? tty->termios() : std::string());
+  return term.given() ? pgrp : 0;
+}
+
+// Waits for the root as a shell waits for a foreground job: if the job
+// stops (^Z), the terminal comes back and ck-restore stops too, so the
+// caller's shell sees a stopped job; continued, it hands the terminal (if
+// it has it) and SIGCONT on.  ^C and ^\ are the job's to take.
+static int wait_shell_job(pid_t child, pid_t job, ShellTerminal& term) {
+  ::signal(SIGINT, SIG_IGN);
+  ::signal(SIGQUIT, SIG_IGN);
+  const bool own_group = job && job != ::getpgrp();
+  for (;;) {
+    int st = wait_for(child, own_group ? WUNTRACED : 0);
+    if (!WIFSTOPPED(st)) {
+      term.take_back();
+      return st;
+    }
+    std::string termios, ws;
+    if (!tty_state(term.fd(), &termios, &ws)) termios.clear();
+    term.take_back();
+    LOG_INFO("job %d stopped by signal %d", job, WSTOPSIG(st));
+    ::raise(SIGTSTP);
+    if (term.foreground()) term.give(job, termios);
+    if (::kill(-job, SIGCONT) < 0) throw_errno(strf("unable to continue process group %d", job));
+  }
+}
+
 int restore_tree(const RestoreOptions& o) {
   std::unique_ptr<Source> src;
   if (o.dir.empty())
     src = std::make_unique<StreamSource>(0);
   else
     src = std::make_unique<ImageSource>(o.dir);
+  ShellTerminal term;  // declared before R: a failed restore kills the tree, then takes the terminal back
   Restorer R;
   R.pidns = o.pidns;
+  if (o.shell_job) {
+    if (!term.open()) fail("--shell-job: ck-restore has no terminal (none of fds 0, 1, 2 is one, and no /dev/tty)");
+    R.files.use_terminal(term.path());
+  }
   fill_creds(getpid(), &R.own_creds);
   R.own_creds.set_securebits(static_cast<uint32_t>(prctl(PR_GET_SECUREBITS)));
   R.last_cap = std::atoi(read_file("/proc/sys/kernel/cap_last_cap").c_str());
@@ -1073,6 +1132,7 @@ int restore_tree(const RestoreOptions& o) {
       }
     });
   }
+  const pid_t job = o.shell_job ? shell_job_foreground(R, term) : 0;
   for (pid_t tid : R.seized) detach_thread(tid);
   if (R.cg) R.cg->finish();  // freezes what was frozen, with its tasks in it
   if (R.go_w >= 0 && (::write(R.go_w, "g", 1) != 1 || ::close(R.go_w) != 0))
@@ -1080,6 +1140,7 @@ int restore_tree(const RestoreOptions& o) {
   R.go_w = -1;
   R.committed = true;
   LOG_INFO("restored %zu processes, root pid %d (%d here)", R.tasks.size(), R.root, R.outer(R.root));
+  if (R.winch) ::kill(job ? -job : R.outer(R.root), SIGWINCH);
   if (!o.pidfile.empty()) {  // the pid that works from here: the outer one
     std::string s = strf("%d\n", R.outer(R.root));
     int fd = ::open(o.pidfile.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -1088,10 +1149,8 @@ int restore_tree(const RestoreOptions& o) {
     ::close(fd);
   }
   if (o.detach) return 0;
-  int st;
   pid_t child = R.pidns ? R.init : R.root;  // init ends with the root's status
-  while (waitpid(child, &st, 0) < 0)
-    if (errno != EINTR) throw_errno(strf("unable to wait for pid %d", child));
+  int st = o.shell_job ? wait_shell_job(child, job, term) : wait_for(child, 0);
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 

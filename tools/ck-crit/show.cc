@@ -1,9 +1,12 @@
 // show, info and sum: readable views of a stream or image set.
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 
 #include <algorithm>
 #include <cinttypes>
+#include <cstring>
 #include <cstdio>
 #include <map>
 #include <vector>
@@ -149,6 +152,9 @@ int show(Source& s) {
     else
       std::printf("\nprocess %u (no process frame)\n", pid);
     if (t.has_process && !t.proc.exe().empty()) std::printf("  exe %s\n", t.proc.exe().c_str());
+    if (t.has_process && t.proc.tty_nr())
+      std::printf("  controlling terminal %u:%u, its foreground group %d\n", major(t.proc.tty_nr()), minor(t.proc.tty_nr()),
+                  t.proc.tty_pgrp());
     for (const auto& th : t.threads) std::printf("  thread %u %s\n", th.tid(), th.comm().c_str());
     for (const auto& fd : t.fds) {
       auto it = files.find(fd.desc());
@@ -159,8 +165,16 @@ int show(Source& s) {
       const auto& d = it->second;
       std::string kind = pb::FileKind_Name(d.kind());
       if (kind.rfind("FILE_", 0) == 0) kind = kind.substr(5);
-      std::printf("  fd %d -> %s %s flags %#o%s%s\n", fd.fd(), kind.c_str(), d.path().c_str(), d.flags(),
-                  d.deleted() ? " (deleted)" : "", fd.cloexec() ? " cloexec" : "");
+      std::string tty;
+      struct winsize ws = {};
+      if (d.tty() && d.winsize().size() == sizeof ws) {
+        std::memcpy(&ws, d.winsize().data(), sizeof ws);
+        tty = ck::strf(" tty %ux%u", ws.ws_col, ws.ws_row);
+      } else if (d.tty()) {
+        tty = " tty";
+      }
+      std::printf("  fd %d -> %s %s flags %#o%s%s%s\n", fd.fd(), kind.c_str(), d.path().c_str(), d.flags(),
+                  d.deleted() ? " (deleted)" : "", tty.c_str(), fd.cloexec() ? " cloexec" : "");
     }
     for (const auto& v : t.vmas) {
       std::string kind = pb::VmaKind_Name(v.kind());

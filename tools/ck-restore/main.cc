@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   app.add_option("-D,--images-dir", o.dir, "image set to restore (default: a stream on stdin)");
   app.add_flag("-d,--detach", o.detach, "do not wait for the root task; exit 0 once it runs");
   app.add_flag("--pidns", o.pidns, "restore into a new pid namespace, where the tasks have their dumped pids");
+  app.add_flag("--shell-job", o.shell_job,
+               "give the tree's terminal fds the caller's terminal; a job that was in the foreground is put there again");
   app.add_option("--pidfile", o.pidfile, "write the root task's pid (as seen from here) to this file");
   app.add_option("--cgroup-root", o.cgroup_root, "restore the image's cgroups under this cgroup (default /)");
   app.add_option("--cgroup-mode", o.cgroup_mode, "an existing cgroup: strict (reuse only if equal), overwrite, ignore")

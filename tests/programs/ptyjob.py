@@ -1,0 +1,192 @@
+#!/usr/bin/python3
+"""A --shell-job round trip driven through real terminals and real shells.
+
+usage: ptyjob.py WORKLOAD IMAGE_DIR
+
+Terminal A: an interactive bash runs WORKLOAD (build/workloads/ttyjob) as a
+foreground job.  It is dumped with ck-dump (which kills it), then restored
+without --shell-job (must be refused by name, nothing left running), then
+from an interactive bash on terminal B with `ck-restore --shell-job`.  The
+job must come back on terminal B, in the foreground, in B's session, with
+the terminal settings it had on A; ^Z must stop it and ck-restore with it
+(bash reports a stopped job), `fg` must bring both back; at the end the
+terminal and its settings return to bash.  Each step prints a line; any
+mismatch exits 1 with what was seen.  ck tools are taken from PATH.
+"""
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+WL, IMG = sys.argv[1], sys.argv[2]
+shells = []
+job = []  # the workload's pid, killed at the end if a failure left it running
+
+
+def fail(msg):
+    print("FAIL: " + msg, flush=True)
+    sys.exit(1)
+
+
+class Shell:
+    """An interactive bash on a new terminal; expect() reads its output."""
+
+    def __init__(self, name, cols, rows):
+        self.name = name
+        env = dict(os.environ, PS1="PROMPT$ ", TERM="dumb")
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.execvpe("bash", ["bash", "--norc", "--noprofile", "--noediting", "-i"], env)
+        shells.append(self)
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.buf = ""
+        self.expect(r"PROMPT\$ ")
+        self.tty = os.readlink(f"/proc/{self.pid}/fd/0")
+        self.rdev = os.stat(self.tty).st_rdev
+
+    def send(self, s):
+        os.write(self.fd, s.encode())
+
+    def expect(self, pattern, timeout=15):
+        end = time.monotonic() + timeout
+        while True:
+            m = re.search(pattern, self.buf)
+            if m:
+                self.buf = self.buf[m.end():]
+                return m
+            left = end - time.monotonic()
+            if left <= 0:
+                fail(f"terminal {self.name}: no /{pattern}/ in {timeout} s; it showed: {self.buf[-600:]!r}")
+            r, _, _ = select.select([self.fd], [], [], left)
+            if r:
+                try:
+                    data = os.read(self.fd, 4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    fail(f"terminal {self.name} closed; it showed: {self.buf[-600:]!r}")
+                self.buf += data.decode(errors="replace")
+
+    def close(self):
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
+def stat(pid):
+    """pgrp, session, tty_nr, tpgid and state of a task, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        s = f.read()
+    rest = s[s.rindex(")") + 2:].split()
+    return {"state": rest[0], "pgrp": int(rest[2]), "sid": int(rest[3]), "tty": int(rest[4]), "tpgid": int(rest[5])}
+
+
+def alive(pid):
+    try:
+        return stat(pid)["state"] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def main():
+    # --- terminal A: the job starts there and is dumped --------------------
+    a = Shell("A", 132, 43)
+    a.send(f"{WL}\n")
+    m = a.expect(r"READY (\d+) tty=(\S+) fg=(\d)")
+    pid = int(m.group(1))
+    job.append(pid)
+    if m.group(2) != a.tty or m.group(3) != "1":
+        fail(f"the job started on {m.group(2)} fg={m.group(3)}, not in the foreground of {a.tty}")
+    a.send("one\n")
+    a.expect(r"GOT one n=1 tty=\S+ fg=1")
+    st = stat(pid)
+    if st["pgrp"] != pid or st["sid"] != a.pid or st["tty"] != a.rdev or st["tpgid"] != pid:
+        fail(f"before the dump the job is not a foreground job of bash A: {st}")
+    print(f"dump: job {pid} in the foreground of {a.tty}, session {a.pid}", flush=True)
+    time.sleep(0.2)  # asleep in read(2) on the terminal
+    r = subprocess.run(["ck-dump", "-t", str(pid), "-D", IMG], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if r.returncode != 0:
+        fail(f"ck-dump: status {r.returncode}: {r.stderr}")
+    a.expect(r"Killed")
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive(pid):
+        fail(f"pid {pid} still runs after the dump")
+
+    # --- without --shell-job: refused by name, nothing left ------------------
+    r = subprocess.run(["ck-restore", "-D", IMG], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if r.returncode == 0 or "terminal" not in r.stderr or "--shell-job" not in r.stderr:
+        fail(f"restore without --shell-job: status {r.returncode}, message {r.stderr!r}")
+    if alive(pid):
+        fail(f"a refused restore left pid {pid} running")
+    print("refused without --shell-job: " + r.stderr.strip().splitlines()[-1], flush=True)
+
+    # --- terminal B: ck-restore --shell-job from an interactive bash ----------
+    b = Shell("B", 80, 24)  # while A is still open: B is another terminal
+    a.close()
+    if b.tty == a.tty:
+        fail(f"terminal B is {b.tty}, like A")
+    b.send(f"ck-restore --shell-job -D {IMG}\n")
+    deadline = time.monotonic() + 10
+    while not alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    b.send("two\n")
+    b.expect(rf"GOT two n=2 tty={re.escape(b.tty)} fg=1")
+    st = stat(pid)
+    if st["pgrp"] != pid or st["sid"] != b.pid or st["tty"] != b.rdev or st["tpgid"] != pid:
+        fail(f"after the restore the job is not a foreground job of bash B ({b.pid}, {b.tty}): {st}")
+    links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (0, 1, 2)]
+    if links != [b.tty] * 3:
+        fail(f"fds 0..2 of the restored job point to {links}, not {b.tty}")
+    print(f"restored: job {pid} in the foreground of {b.tty}, session {b.pid}", flush=True)
+
+    # ^Z stops the job and ck-restore; fg brings both back.
+    b.send("\x1a")
+    b.expect(r"Stopped")
+    b.expect(r"PROMPT\$ ")
+    if stat(pid)["state"] != "T":
+        fail(f"^Z: the job is {stat(pid)['state']}, not stopped")
+    if termios.tcgetattr(b.fd)[3] & termios.ECHO == 0:
+        fail("^Z: bash got the terminal back with the job's settings (echo off)")
+    b.send("fg\n")
+    time.sleep(0.5)
+    b.send("three\n")
+    b.expect(rf"GOT three n=3 tty={re.escape(b.tty)} fg=1")
+    print("^Z stopped the job with ck-restore, fg gave it the terminal again", flush=True)
+    b.send("check\n")
+    m = b.expect(r"PASS lines=3 tty=\S+ fg=1 winch=(\d+)")
+    if m.group(1) == "0":
+        fail("the job was not told (SIGWINCH) that its terminal has another size now")
+    b.send("quit\n")
+    b.expect(r"PROMPT\$ ")
+    b.send('echo "RC=$?"\n')  # the status of the job `fg` waited for: ck-restore's
+    m = b.expect(r"RC=(\d+)")
+    if m.group(1) != "7":
+        fail(f"ck-restore exited with {m.group(1)}, the job with 7")
+    if os.tcgetpgrp(b.fd) != b.pid:
+        fail(f"after the job: the foreground group is {os.tcgetpgrp(b.fd)}, not bash's {b.pid}")
+    if termios.tcgetattr(b.fd)[3] & termios.ECHO == 0:
+        fail("after the job: the terminal kept the job's settings (echo off)")
+    b.close()
+    print("PASS: the job passed its check, ck-restore passed on its status 7, bash has its terminal back", flush=True)
+
+
+try:
+    main()
+finally:
+    for p in job:
+        if alive(p):
+            os.kill(p, signal.SIGKILL)
+    for s in shells:
+        try:
+            s.close()
+        except OSError:
+            pass

@@ -89,7 +89,7 @@ int run_cgdump(const CgdumpOptions& o, int in_fd, int out_fd) {
   std::vector<std::pair<pid_t, std::vector<pid_t>>> procs;
   forward_frames(r, w, [&](const pb::Frame& f) {
     if (f.has_header()) return false;
-    if (f.has_process()) {
+    if (f.has_process() && !f.process().zombie()) {  // a zombie cannot be moved: it goes where its parent is
       std::vector<pid_t> tids(f.process().tids().begin(), f.process().tids().end());
       procs.emplace_back(static_cast<pid_t>(f.process().pid()), std::move(tids));
     }

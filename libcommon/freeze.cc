@@ -64,10 +64,23 @@ bool exiting(pid_t p, pid_t tid) {
   return st == 0 || st == 'Z' || st == 'X';
 }
 
+// A process that has exited and waits for its parent to reap it: a zombie
+// leader with no threads left (a leader that exited while its other
+// threads run is not one).
+bool is_zombie(pid_t p) {
+  if (task_state(p, p) != 'Z') return false;
+  try {
+    return list_tids(p) == std::vector<pid_t>{p};
+  } catch (const Error&) {
+    return false;  // reaped meanwhile
+  }
+}
+
 struct FrozenTree {
   std::vector<pid_t> procs;                // root first, parents before children
   std::map<pid_t, std::vector<pid_t>> threads;
   std::set<pid_t> seized;
+  std::set<pid_t> zombies;                 // in procs, not seized, no threads
 
   ~FrozenTree() { release(0); }
   // Kills the tree and waits until every process is gone or a zombie (its
@@ -109,8 +122,15 @@ void seize_tree(pid_t root, FrozenTree& t) {
   for (bool changed = true; changed;) {
     changed = false;
     std::vector<pid_t> order = {root};
+    std::set<pid_t> zombies;
     for (size_t i = 0; i < order.size(); ++i) {
       pid_t p = order[i];
+      // A child is listed only once its parent is stopped, so a zombie seen
+      // here stays one (nobody can reap it) until the tree is released.
+      if (p != root && is_zombie(p)) {
+        zombies.insert(p);
+        continue;
+      }
       std::vector<pid_t> tids;
       try {
         tids = list_tids(p);
@@ -135,10 +155,16 @@ void seize_tree(pid_t root, FrozenTree& t) {
     }
     if (!changed) {
       for (pid_t p : order)
-        if (p != root && exiting(p, p)) throw Transient();
+        if (p != root && !zombies.count(p) && exiting(p, p)) throw Transient();
       t.procs.clear();
       t.threads.clear();
+      t.zombies = zombies;
       for (pid_t p : order) {
+        if (zombies.count(p)) {
+          t.procs.push_back(p);
+          t.threads[p] = {};
+          continue;
+        }
         std::vector<pid_t> tids;
         try {
           tids = list_tids(p);
@@ -150,11 +176,12 @@ void seize_tree(pid_t root, FrozenTree& t) {
       }
     }
   }
-  LOG_INFO("froze %zu processes, %zu threads", t.procs.size(), t.seized.size());
+  LOG_INFO("froze %zu processes (%zu of them zombies), %zu threads", t.procs.size(), t.zombies.size(), t.seized.size());
 }
 
 void check_tree(FrozenTree& t, FileDumper& files) {
   for (pid_t p : t.procs) {
+    if (t.zombies.count(p)) continue;
     Stat st = read_stat(p);
     if (st.f[3] == "Z") fail(strf("unable to dump pid %d: it is a zombie", p));
     for (pid_t tid : t.threads[p]) {
@@ -378,6 +405,23 @@ void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, Stream
   for (auto& tf : thread_frames) w.frame(tf);
 }
 
+void dump_zombie(pid_t p, StreamWriter& w) {
+  pb::Frame f;
+  f.set_pid(p);
+  pb::Process* pr = f.mutable_process();
+  Stat st = read_stat(p);
+  pr->set_pid(p);
+  pr->set_ppid(static_cast<uint32_t>(st.u(4)));
+  pr->set_pgid(static_cast<uint32_t>(st.u(5)));
+  pr->set_sid(static_cast<uint32_t>(st.u(6)));
+  pr->set_comm(st.comm);
+  pr->set_exit_signal(static_cast<int32_t>(st.i(38)));
+  pr->set_zombie(true);
+  pr->set_exit_status(static_cast<int32_t>(st.i(52)));
+  LOG_DEBUG("pid %d is a zombie, exit status %#x", p, pr->exit_status());
+  w.frame(f);
+}
+
 int wait_status(pid_t child) {
   int st;
   while (waitpid(child, &st, 0) < 0)
@@ -435,6 +479,10 @@ int freeze_tree(const FreezeOptions& o) {
     w.header(h);
     uint64_t insn = find_syscall_insn(o.pid);
     for (pid_t p : tree.procs) {
+      if (tree.zombies.count(p)) {
+        dump_zombie(p, w);
+        continue;
+      }
       uint64_t pinsn = p == o.pid ? insn : find_syscall_insn(p);
       with_context(strf("dumping pid %d", p), [&] { dump_process(p, tree.threads[p], pinsn, w); });
       files.dump_process(p);

@@ -751,7 +751,8 @@ int run_memread(const MemreadOptions& o, int in_fd, int out_fd) {
   std::vector<pid_t> pids;
   forward_frames(r, w, [&](const pb::Frame& f) {
     if (f.has_header()) return false;
-    if (f.has_process() && std::find(pids.begin(), pids.end(), static_cast<pid_t>(f.process().pid())) == pids.end())
+    if (f.has_process() && !f.process().zombie() &&  // a zombie has no memory
+        std::find(pids.begin(), pids.end(), static_cast<pid_t>(f.process().pid())) == pids.end())
       pids.push_back(static_cast<pid_t>(f.process().pid()));
     return true;
   });

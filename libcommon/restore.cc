@@ -235,6 +235,30 @@ long clone3_thread(struct clone_args* a) {
   return ret;
 }
 
+// A zombie of the image: a child that exits at once, with the status its
+// parent will collect, and is not waited for until the tree runs.  Its
+// SIGCHLD is dropped again when the parent is restored.
+[[noreturn]] void zombie_exit(const Task& t, pid_t pid, int report_fd) {
+  if (t.proc.pgid() != static_cast<uint32_t>(pid)) setpgid(0, static_cast<pid_t>(t.proc.pgid()));  // best effort
+  prctl(PR_SET_NAME, t.proc.comm().c_str());
+  char self[32] = "0";
+  ssize_t n = readlink("/proc/self", self, sizeof self - 1);
+  if (n > 0) self[n] = 0;
+  dprintf(report_fd, "R%d %s\n", pid, self);
+  const int st = t.proc.exit_status();
+  if (WIFSIGNALED(st)) {
+    struct rlimit no_core = {0, 0};  // killed, but no core file of ours
+    setrlimit(RLIMIT_CORE, &no_core);
+    signal(WTERMSIG(st), SIG_DFL);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, WTERMSIG(st));
+    sigprocmask(SIG_UNBLOCK, &one, nullptr);
+    raise(WTERMSIG(st));
+  }
+  _exit(WEXITSTATUS(st));  // (a signal that does not kill: checked by the restorer)
+}
+
 [[noreturn]] void helper(Restorer& R, pid_t pid, int report_fd) {
   Task& t = R.tasks[pid];
   prctl(PR_SET_PDEATHSIG, SIGKILL);  // the restorer dies: so do we (reset at the end)
@@ -256,6 +280,7 @@ long clone3_thread(struct clone_args* a) {
   int rc = 0;
   if (t.proc.sid() == static_cast<uint32_t>(pid)) setsid();
   if (t.proc.pgid() == static_cast<uint32_t>(pid)) setpgid(0, 0);
+  if (t.proc.zombie()) zombie_exit(t, pid, report_fd);
   for (pid_t c : t.children) {
     struct clone_args a = {};
     pid_t want = c;
@@ -659,6 +684,20 @@ struct MmBuilder {
     if (!p.cwd().empty()) rs->check("chdir", SYS_chdir, put_str(p.cwd()));
     if (p.pgid() != static_cast<uint32_t>(pid) && p.pgid() && R.tasks.count(static_cast<pid_t>(p.pgid())))
       rs->syscall(SYS_setpgid, 0, p.pgid());
+    // Its zombie children were made to exit while the tree was created,
+    // which queued a SIGCHLD the dumped task did not have: drop it (one
+    // that was pending at dump time is queued again just below).
+    bool zombie_children = false;
+    for (pid_t c : t.children) zombie_children |= R.tasks[c].proc.zombie();
+    if (zombie_children) {
+      struct {
+        uint64_t mask;
+        struct timespec zero;
+      } q = {1ull << (SIGCHLD - 1), {0, 0}};
+      uint64_t at = put(&q, sizeof q);
+      while (rs->syscall(SYS_rt_sigtimedwait, at, 0, at + offsetof(decltype(q), zero), 8) == SIGCHLD) {
+      }
+    }
     for (auto& si : p.shared_pending()) {
       siginfo_t info;
       std::memcpy(&info, si.raw().data(), std::min(sizeof info, si.raw().size()));
@@ -864,9 +903,30 @@ bool pid_free(pid_t pid) {
   return false;
 }
 
+// A zombie must be one, with its dumped status, before its parent runs.
+void check_zombie(Restorer& R, pid_t pid) {
+  const pid_t o = R.outer(pid);
+  for (int i = 0; i < 500 && task_state(o) != 'Z'; ++i) usleep(1000);
+  Stat st = read_stat(o);
+  const int want = R.tasks[pid].proc.exit_status();
+  if (st.f[3] != "Z" || static_cast<int>(st.i(52)) != want)
+    fail(strf("unable to recreate zombie pid %d: it is in state %s with exit status %#llx, not a zombie with %#x", pid,
+              st.f[3].c_str(), static_cast<unsigned long long>(st.i(52)), want));
+  const auto pgid = static_cast<pid_t>(R.tasks[pid].proc.pgid());
+  // (a group from outside the tree is the restorer's, as for every task)
+  if (R.tasks.count(pgid) && static_cast<pid_t>(st.u(5)) != R.outer(pgid))
+    LOG_WARN("zombie pid %d: in process group %llu, not %d", pid, static_cast<unsigned long long>(st.u(5)), pgid);
+}
+
 void create_tasks(Restorer& R) {
   for (auto& [pid, t] : R.tasks) {
-    if (t.threads.empty()) bad_input(strf("image has no thread state for pid %d", pid));
+    if (t.proc.zombie()) {
+      if (pid == R.root) bad_input(strf("the root pid %d is a zombie in the image", pid));
+      if (!t.threads.empty() || t.mm_seen) bad_input(strf("zombie pid %d has threads or memory in the image", pid));
+      if (!R.pidns && !pid_free(pid)) fail(strf("pid %d is in use: unable to restore zombie pid %d", pid, pid));
+    } else if (t.threads.empty()) {
+      bad_input(strf("image has no thread state for pid %d", pid));
+    }
     for (auto& th : t.threads)
       if (!R.pidns && !pid_free(static_cast<pid_t>(th.tid())))
         fail(strf("pid %u is in use: unable to restore %s of pid %d", th.tid(),
@@ -939,6 +999,8 @@ void create_tasks(Restorer& R) {
   if (!error.empty()) fail(error);
   if (ready < R.tasks.size()) fail("a restored task died while being created (see the messages above)");
   if (R.pidns) map_threads(R);
+  for (auto& [pid, t] : R.tasks)
+    if (t.proc.zombie()) check_zombie(R, pid);
   for (auto& [pid, t] : R.tasks)
     for (auto& th : t.threads) {
       pid_t tid = R.outer(static_cast<pid_t>(th.tid()));
@@ -1114,7 +1176,7 @@ int restore_tree(const RestoreOptions& o) {
   if (!created) bad_input("image has no memory layout (was ck-memread in the pipeline?)");
   if (mm) done.push_back(std::move(mm));
   for (auto& [pid, t] : R.tasks)
-    if (!t.mm_seen) bad_input(strf("image has no memory layout for pid %d", pid));
+    if (!t.mm_seen && !t.proc.zombie()) bad_input(strf("image has no memory layout for pid %d", pid));
   for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish(); });
   if (!R.cgroups.empty()) {  // every task into its cgroup before it runs
     CgroupRestoreOptions co;
@@ -1126,6 +1188,7 @@ int restore_tree(const RestoreOptions& o) {
       R.cg->plan(R.cgroups, co);
       R.cg->create();
       for (auto& [pid, t] : R.tasks) {
+        if (t.proc.zombie()) continue;  // it stays where its parent put it
         std::vector<pid_t> tids;
         for (auto& th : t.threads) tids.push_back(R.outer(static_cast<pid_t>(th.tid())));
         R.cg->place(R.outer(pid), tids);

@@ -237,3 +237,29 @@ load helpers
   done
   [ "$(task_alive "$kid")$(task_alive "$grandkid")" = "00" ]
 }
+
+# zstate PID: state, ppid, process group and exit code (wait status) from /proc/PID/stat.
+zstate() { awk '{print $3, $4, $5, $52}' /proc/"$1"/stat; }
+
+@test "zombies: children not waited for yet come back as zombies with their exit statuses" {
+  start_wl zombies
+  local z a b c
+  z=$(sed -n 's/^INFO zombies=\([0-9]*,[0-9]*\) .*/\1/p' "$T/zombies.out")
+  a=${z%,*}; b=${z#*,}
+  c=$(sed -n 's/^INFO .* alive=\([0-9]*\)$/\1/p' "$T/zombies.out")
+  PIDS+=("$c")
+  [ "$(zstate "$a")" = "Z $WPID $WPID $((42 << 8))" ]
+  [ "$(zstate "$b")" = "Z $WPID $WPID 15" ]
+  dump_kill_restore
+  [ "$(zstate "$a")" = "Z $WPID $WPID $((42 << 8))" ]
+  [ "$(zstate "$b")" = "Z $WPID $WPID 15" ]
+  [ "$(task_alive "$c")" = 1 ]
+  run ck-crit show -D "$T/img"
+  assert_output --partial "process $a (zombies) ppid $WPID pgid $WPID sid $WPID, zombie, exit status 0x2a00"
+  assert_output --partial "process $b (zombies) ppid $WPID pgid $WPID sid $WPID, zombie, exit status 0xf"
+  # dumped again with its zombies, the image is the same; that one restored
+  # passes the workload's own check (statuses, no extra SIGCHLD, C alive)
+  redump_and_compare
+  [ "$(zstate "$a")" = "Z $WPID $WPID $((42 << 8))" ]
+  check_wl zombies "$WPID"
+}

@@ -146,7 +146,10 @@ int show(Source& s) {
               h.page_size(), h.root_pid(), when(h.created_ns()).c_str(), h.incremental() ? ", incremental" : "");
   for (uint32_t pid : order) {
     const Task& t = tasks[pid];
-    if (t.has_process)
+    if (t.has_process && t.proc.zombie())
+      std::printf("\nprocess %u (%s) ppid %u pgid %u sid %u, zombie, exit status %#x\n", pid, t.proc.comm().c_str(),
+                  t.proc.ppid(), t.proc.pgid(), t.proc.sid(), static_cast<unsigned>(t.proc.exit_status()));
+    else if (t.has_process)
       std::printf("\nprocess %u (%s) ppid %u pgid %u sid %u, %d threads\n", pid, t.proc.comm().c_str(), t.proc.ppid(),
                   t.proc.pgid(), t.proc.sid(), t.proc.tids_size());
     else

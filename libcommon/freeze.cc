@@ -216,19 +216,26 @@ struct kernel_sigaction {
   uint64_t handler, flags, restorer, mask;
 };
 
-void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, StreamWriter& w) {
-  pb::Frame f;
-  f.set_pid(p);
-  pb::Process* pr = f.mutable_process();
-  Stat st = read_stat(p);
+// What /proc/PID/stat says of every process, zombies included: ids,
+// terminal, comm, exit signal.
+void fill_ids(pb::Process* pr, pid_t p, const Stat& st) {
   pr->set_pid(p);
   pr->set_ppid(static_cast<uint32_t>(st.u(4)));
   pr->set_pgid(static_cast<uint32_t>(st.u(5)));
   pr->set_sid(static_cast<uint32_t>(st.u(6)));
   pr->set_tty_nr(static_cast<uint32_t>(st.u(7)));
   pr->set_tty_pgrp(static_cast<int32_t>(st.i(8)));
-  for (pid_t t : tids) pr->add_tids(t);
   pr->set_comm(st.comm);
+  pr->set_exit_signal(static_cast<int32_t>(st.i(38)));
+}
+
+void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, StreamWriter& w) {
+  pb::Frame f;
+  f.set_pid(p);
+  pb::Process* pr = f.mutable_process();
+  Stat st = read_stat(p);
+  fill_ids(pr, p, st);
+  for (pid_t t : tids) pr->add_tids(t);
   std::string s;
   if (try_read_file(strf("/proc/%d/exe", p), &s)) {}
   try {
@@ -247,7 +254,6 @@ void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, Stream
   pr->set_start_code(st.u(26));
   pr->set_end_code(st.u(27));
   pr->set_start_stack(st.u(28));
-  pr->set_exit_signal(static_cast<int32_t>(st.i(38)));
   pr->set_start_data(st.u(45));
   pr->set_end_data(st.u(46));
   pr->set_start_brk(st.u(47));
@@ -410,12 +416,7 @@ void dump_zombie(pid_t p, StreamWriter& w) {
   f.set_pid(p);
   pb::Process* pr = f.mutable_process();
   Stat st = read_stat(p);
-  pr->set_pid(p);
-  pr->set_ppid(static_cast<uint32_t>(st.u(4)));
-  pr->set_pgid(static_cast<uint32_t>(st.u(5)));
-  pr->set_sid(static_cast<uint32_t>(st.u(6)));
-  pr->set_comm(st.comm);
-  pr->set_exit_signal(static_cast<int32_t>(st.i(38)));
+  fill_ids(pr, p, st);
   pr->set_zombie(true);
   pr->set_exit_status(static_cast<int32_t>(st.i(52)));
   LOG_DEBUG("pid %d is a zombie, exit status %#x", p, pr->exit_status());

@@ -31,6 +31,29 @@ start_wl() {
   wait_line "$T/$name.out" '^READY' 20
 }
 
+# start_py_counter SETUP: runs python3 with the SETUP lines (which open the
+# resource a test is about: a socket, a pty...) and then a loop that writes
+# a growing counter into $T/n every 10 ms, in a new session; sets WPID and
+# gives it a second to start.  counter_advances: $T/n still grows.
+start_py_counter() {
+  setsid python3 -c "$1
+import os, sys, time
+n = 0
+while True:
+    n += 1
+    open(sys.argv[1] + '.tmp', 'w').write(str(n))
+    os.replace(sys.argv[1] + '.tmp', sys.argv[1])
+    time.sleep(0.01)" "$T/n" < /dev/null > /dev/null 2>&1 &
+  WPID=$!
+  PIDS+=("$WPID")
+  sleep 1
+}
+counter_advances() {
+  local a b
+  a=$(cat "$T/n"); sleep 0.3; b=$(cat "$T/n")
+  [ "$b" -gt "$a" ]
+}
+
 # wait_line FILE REGEX [SECONDS]: waits until FILE has a line matching REGEX.
 wait_line() {
   local i

@@ -21,25 +21,15 @@ load helpers
 }
 
 @test "a pseudo-terminal master is refused by name at dump; the task runs on" {
-  setsid python3 -c 'import os, pty, sys, time
-m, s = pty.openpty()
-n = 0
-while True:
-    n += 1
-    open(sys.argv[1] + ".tmp", "w").write(str(n))
-    os.replace(sys.argv[1] + ".tmp", sys.argv[1])
-    time.sleep(0.01)' "$T/n" < /dev/null > /dev/null 2>&1 &
-  WPID=$!; PIDS+=("$WPID")
-  sleep 1
+  start_py_counter 'import pty
+m, s = pty.openpty()'
   run ck-dump -t "$WPID" -D "$T/img"
   assert_failure 1
   assert_output --partial "pseudo-terminal master"
   assert_output --partial "not supported"
   [ ! -e "$T/img/manifest" ]
   ! any_stopped "$WPID"
-  local a b
-  a=$(cat "$T/n"); sleep 0.3; b=$(cat "$T/n")
-  [ "$b" -gt "$a" ]
+  counter_advances
 }
 
 @test "--shell-job without a terminal is refused, nothing restored" {

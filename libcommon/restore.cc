@@ -1075,6 +1075,9 @@ int restore_tree(const RestoreOptions& o) {
   Restorer R;
   R.pidns = o.pidns;
   if (o.shell_job) {
+    // ck-restore sees the job stop only if the root is its own child, which
+    // under --pidns it is not (ck-init's): ^Z would leave the terminal stuck.
+    if (o.pidns) usage_error("--shell-job and --pidns together are not supported");
     if (!term.open()) fail("--shell-job: ck-restore has no terminal (none of fds 0, 1, 2 is one, and no /dev/tty)");
     R.files.use_terminal(term.path());
   }

@@ -32,7 +32,7 @@ m, s = pty.openpty()'
   counter_advances
 }
 
-@test "--shell-job without a terminal is refused, nothing restored" {
+@test "--shell-job without a terminal, or with --pidns, is refused, nothing restored" {
   start_wl counter 1
   run ck-dump -t "$WPID" -D "$T/img"
   assert_success
@@ -41,5 +41,10 @@ m, s = pty.openpty()'
   assert_output "rc=1"
   run cat "$T/err"
   assert_output --partial "--shell-job: ck-restore has no terminal"
+  [ "$(task_alive "$WPID")" != 1 ]
+  # with --pidns ck-restore could not see the job stop: refused
+  run ck-restore --shell-job --pidns -D "$T/img"
+  assert_failure 2
+  assert_output --partial "--shell-job and --pidns together are not supported"
   [ "$(task_alive "$WPID")" != 1 ]
 }

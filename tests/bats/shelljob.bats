@@ -4,13 +4,14 @@
 # with job control working as for any other job.
 load helpers
 
-@test "--shell-job: a foreground job of bash on one terminal comes back in the foreground of bash on another" {
+@test "--shell-job: jobs of bash on one terminal come back in the foreground or background of bash on another" {
   # ptyjob.py drives two real terminals and two interactive bash shells;
   # see its header.  It prints a line per step and PASS or FAIL: why.
   run timeout 120 python3 "$CK_TOP/tests/programs/ptyjob.py" "$WL/ttyjob" "$T/img"
   echo "$output"
   assert_success
   assert_line --partial "refused without --shell-job: ck-restore: fd 0 of pid"
+  assert_line --regexp '^restored: background job [0-9]+ in the background of /dev/pts/[0-9]+'
   assert_line --regexp '^restored: job [0-9]+ in the foreground of /dev/pts/[0-9]+'
   assert_line --partial "PASS: the job passed its check"
   # the image knows the terminal: settings and size with the fds, the

@@ -3,8 +3,10 @@
 
 usage: ptyjob.py WORKLOAD IMAGE_DIR
 
-Terminal A: an interactive bash runs WORKLOAD (build/workloads/ttyjob) as a
-foreground job.  It is dumped with ck-dump (which kills it), then restored
+Terminal A: an interactive bash runs the counter workload in the background
+(dumped, then restored from terminal B with --shell-job -d: it must be a
+background job there) and WORKLOAD (build/workloads/ttyjob) as a
+foreground job.  That one is dumped with ck-dump (which kills it), then restored
 without --shell-job (must be refused by name, nothing left running), then
 from an interactive bash on terminal B with `ck-restore --shell-job`.  The
 job must come back on terminal B, in the foreground, in B's session, with
@@ -95,9 +97,28 @@ def alive(pid):
         return False
 
 
+def dump(pid, img):
+    r = subprocess.run(["ck-dump", "-t", str(pid), "-D", img], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if r.returncode != 0:
+        fail(f"ck-dump -t {pid}: status {r.returncode}: {r.stderr}")
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive(pid):
+        fail(f"pid {pid} still runs after the dump")
+
+
 def main():
-    # --- terminal A: the job starts there and is dumped --------------------
+    # --- terminal A: a background job and a foreground job, both dumped -----
     a = Shell("A", 132, 43)
+    a.send(f"{os.path.join(os.path.dirname(WL), 'counter')} 8 &\n")
+    bg = int(a.expect(r"READY (\d+)").group(1))
+    job.append(bg)
+    st = stat(bg)
+    if st["pgrp"] != bg or st["sid"] != a.pid or st["tty"] != a.rdev or st["tpgid"] == bg:
+        fail(f"the background job is not one of bash A: {st}")
+    dump(bg, IMG + "-bg")
+    print(f"dump: background job {bg} of {a.tty}", flush=True)
     a.send(f"{WL}\n")
     m = a.expect(r"READY (\d+) tty=(\S+) fg=(\d)")
     pid = int(m.group(1))
@@ -111,15 +132,7 @@ def main():
         fail(f"before the dump the job is not a foreground job of bash A: {st}")
     print(f"dump: job {pid} in the foreground of {a.tty}, session {a.pid}", flush=True)
     time.sleep(0.2)  # asleep in read(2) on the terminal
-    r = subprocess.run(["ck-dump", "-t", str(pid), "-D", IMG], stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    if r.returncode != 0:
-        fail(f"ck-dump: status {r.returncode}: {r.stderr}")
-    a.expect(r"Killed")
-    deadline = time.monotonic() + 5
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if alive(pid):
-        fail(f"pid {pid} still runs after the dump")
+    dump(pid, IMG)
 
     # --- without --shell-job: refused by name, nothing left ------------------
     r = subprocess.run(["ck-restore", "-D", IMG], stdin=subprocess.DEVNULL, capture_output=True, text=True)
@@ -134,6 +147,17 @@ def main():
     a.close()
     if b.tty == a.tty:
         fail(f"terminal B is {b.tty}, like A")
+    # the background job comes back on B, in the background
+    b.send(f"ck-restore --shell-job -d -D {IMG}-bg\n")
+    b.expect(r"PROMPT\$ ")
+    if not alive(bg):
+        fail(f"the background job {bg} was not restored")
+    st = stat(bg)
+    links = [os.readlink(f"/proc/{bg}/fd/{fd}") for fd in (0, 1, 2)]
+    if st["pgrp"] != bg or st["sid"] != b.pid or st["tty"] != b.rdev or st["tpgid"] == bg or links != [b.tty] * 3:
+        fail(f"the background job is not a background job of bash B on {b.tty}: {st}, fds {links}")
+    os.kill(bg, signal.SIGKILL)
+    print(f"restored: background job {bg} in the background of {b.tty}", flush=True)
     b.send(f"ck-restore --shell-job -D {IMG}\n")
     deadline = time.monotonic() + 10
     while not alive(pid) and time.monotonic() < deadline:

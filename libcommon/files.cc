@@ -220,6 +220,12 @@ int FileDumper::pidfd(pid_t pid) {
   return fd;
 }
 
+ScopedFd FileDumper::take(pid_t pid, int fd, const std::string& what) {
+  int dup = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd(pid), fd, 0));
+  if (dup < 0) throw_errno(strf("unable to dump fd %d of pid %d (%s): unable to duplicate it", fd, pid, what.c_str()));
+  return ScopedFd(dup);
+}
+
 void FileDumper::check_process(pid_t pid) {
   for (int fd : list_fds(pid)) one_fd(pid, fd, false);
 }
@@ -288,9 +294,7 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
                               link.compare(link.size() - deleted_suffix.size(), deleted_suffix.size(), deleted_suffix) == 0;
 
   if (starts("socket:[")) {
-    int dup = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd(pid), fd, 0));
-    if (dup < 0) throw_errno(strf("unable to dump fd %d of pid %d (socket): unable to duplicate it", fd, pid));
-    ScopedFd s(dup);
+    ScopedFd s = take(pid, fd, "socket");
     int family = 0;
     socklen_t len = sizeof family;
     if (::getsockopt(s.get(), SOL_SOCKET, SO_DOMAIN, &family, &len) < 0)
@@ -420,9 +424,7 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
     // A terminal (anything but the memory devices may be one): its
     // settings, read through a duplicate of the task's own open file.
     if (record && major(st.st_rdev) != 1) {
-      int dup = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd(pid), fd, 0));
-      if (dup < 0) throw_errno(strf("unable to dump fd %d of pid %d (%s): unable to duplicate it", fd, pid, link.c_str()));
-      ScopedFd t(dup);
+      ScopedFd t = take(pid, fd, link);
       std::string termios, winsize;
       bool is_tty = false;
       with_context(strf("unable to dump fd %d of pid %d (%s)", fd, pid, link.c_str()),

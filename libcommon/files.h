@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "ck.pb.h"
+#include "fd.h"
 
 namespace ck {
 
@@ -54,6 +55,7 @@ class FileDumper {
   };
   void one_fd(pid_t pid, int fd, bool record);
   int pidfd(pid_t pid);
+  ScopedFd take(pid_t pid, int fd, const std::string& what);  // the task's own open file (pidfd_getfd)
 
   std::vector<pb::FileDesc> descs_;
   std::vector<pb::Fd> fds_;

@@ -235,16 +235,23 @@ long clone3_thread(struct clone_args* a) {
   return ret;
 }
 
+// Tells the restorer that `pid` (its image pid) is ready, with its pid as
+// the restorer sees it: under a new pid namespace, /proc is the outer
+// one's mount, so /proc/self names the outer pid.
+void report_ready(pid_t pid, int report_fd) {
+  char self[32] = "0";
+  ssize_t n = readlink("/proc/self", self, sizeof self - 1);
+  if (n > 0) self[n] = 0;
+  dprintf(report_fd, "R%d %s\n", pid, self);
+}
+
 // A zombie of the image: a child that exits at once, with the status its
 // parent will collect, and is not waited for until the tree runs.  Its
 // SIGCHLD is dropped again when the parent is restored.
 [[noreturn]] void zombie_exit(const Task& t, pid_t pid, int report_fd) {
   if (t.proc.pgid() != static_cast<uint32_t>(pid)) setpgid(0, static_cast<pid_t>(t.proc.pgid()));  // best effort
   prctl(PR_SET_NAME, t.proc.comm().c_str());
-  char self[32] = "0";
-  ssize_t n = readlink("/proc/self", self, sizeof self - 1);
-  if (n > 0) self[n] = 0;
-  dprintf(report_fd, "R%d %s\n", pid, self);
+  report_ready(pid, report_fd);
   const int st = t.proc.exit_status();
   if (WIFSIGNALED(st)) {
     struct rlimit no_core = {0, 0};  // killed, but no core file of ours
@@ -316,11 +323,7 @@ long clone3_thread(struct clone_args* a) {
     dprintf(report_fd, "E%d %s\n", pid, e.what());
     _exit(72);
   }
-  // Our pid outside a new pid namespace: /proc is the outer one's mount.
-  char self[32] = "0";
-  ssize_t n = readlink("/proc/self", self, sizeof self - 1);
-  if (n > 0) self[n] = 0;
-  dprintf(report_fd, "R%d %s\n", pid, self);
+  report_ready(pid, report_fd);
   ::close(report_fd);
   (void)rc;
   for (;;) pause();

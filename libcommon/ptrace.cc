@@ -114,7 +114,13 @@ uint64_t find_syscall_insn(pid_t pid) {
   fail(strf("no syscall instruction found in the vdso of pid %d", pid));
 }
 
-RemoteSyscalls::RemoteSyscalls(pid_t tid, uint64_t insn) : tid_(tid), insn_(insn), saved_(get_regs(tid)) {}
+RemoteSyscalls::RemoteSyscalls(pid_t tid, uint64_t insn) : tid_(tid), insn_(insn), saved_(get_regs(tid)) {
+  // Syscall stops then say SIGTRAP|0x80, which PTRACE_GET_SYSCALL_INFO
+  // needs (and which no signal looks like).  Left set: nobody here seizes
+  // with other options.
+  if (ptrace(PTRACE_SETOPTIONS, tid, 0, PTRACE_O_TRACESYSGOOD) != 0)
+    throw_errno(strf("unable to set ptrace options of thread %d", tid));
+}
 
 RemoteSyscalls::~RemoteSyscalls() {
   try {
@@ -126,26 +132,51 @@ RemoteSyscalls::~RemoteSyscalls() {
 }
 
 long RemoteSyscalls::syscall(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6) {
+  // Run under PTRACE_SYSCALL from the syscall instruction to the syscall's
+  // exit stop: no single-step, so no SIGTRAP forced on the thread (a forced
+  // signal the thread blocks or ignores gets its handler reset to SIG_DFL
+  // and is unblocked).  Every signal but SIGKILL is blocked meanwhile, so a
+  // signal queued for the frozen thread stays queued instead of being
+  // dequeued on the way to the syscall; the mask is put back after.
+  uint64_t mask = get_sigmask(tid_);
+  set_sigmask(tid_, ~0ull);
+  struct MaskBack {
+    pid_t tid;
+    uint64_t mask;
+    ~MaskBack() {
+      if (ptrace(static_cast<__ptrace_request>(PTRACE_SETSIGMASK), tid, sizeof mask, &mask) != 0)
+        LOG_ERROR("unable to put back the signal mask of thread %d: %s", tid, strerror(errno));
+    }
+  } back{tid_, mask};
   user_regs_struct r = saved_;
   r.rip = insn_;
   r.rax = static_cast<uint64_t>(nr);
   r.orig_rax = static_cast<uint64_t>(-1);  // no syscall restart on the way in
   r.rdi = a1, r.rsi = a2, r.rdx = a3, r.r10 = a4, r.r8 = a5, r.r9 = a6;
+  r.eflags &= ~(1ul << 8);  // TF
   set_regs(tid_, r);
-  if (ptrace(PTRACE_SINGLESTEP, tid_, 0, 0) != 0) throw_errno(strf("unable to single-step thread %d", tid_));
+  bool entered = false;
   for (;;) {
+    if (ptrace(PTRACE_SYSCALL, tid_, 0, 0) != 0) throw_errno(strf("unable to resume thread %d", tid_));
     int st;
     if (waitpid(tid_, &st, __WALL) < 0) {
       if (errno == EINTR) continue;
       throw_errno(strf("unable to wait for thread %d", tid_));
     }
     if (!WIFSTOPPED(st)) fail(strf("thread %d died during a remote syscall", tid_));
-    if (WSTOPSIG(st) == SIGTRAP) break;
-    // Another signal arrived first: the syscall has not run yet; keep it
-    // queued for later by not delivering it now, and step again.
-    LOG_DEBUG("thread %d: signal %d during remote syscall, retrying", tid_, WSTOPSIG(st));
-    set_regs(tid_, r);
-    ptrace(PTRACE_SINGLESTEP, tid_, 0, 0);
+    struct __ptrace_syscall_info info;
+    std::memset(&info, 0, sizeof info);
+    long n = ptrace(static_cast<__ptrace_request>(PTRACE_GET_SYSCALL_INFO), tid_, sizeof info, &info);
+    if (n <= 0 || (info.op != PTRACE_SYSCALL_INFO_ENTRY && info.op != PTRACE_SYSCALL_INFO_EXIT)) {
+      // Not a syscall stop: SIGKILL's way out, or a fault.  Not ours to
+      // deliver; the registers are put back by the caller.
+      fail(strf("thread %d stopped with signal %d during remote syscall %ld", tid_, WSTOPSIG(st), nr));
+    }
+    if (info.op == PTRACE_SYSCALL_INFO_ENTRY) {
+      entered = true;
+      continue;
+    }
+    if (entered) break;
   }
   user_regs_struct out = get_regs(tid_);
   LOG_TRACE("thread %d: remote syscall %ld = %ld", tid_, nr, static_cast<long>(out.rax));

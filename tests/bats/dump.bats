@@ -24,6 +24,15 @@ counter_of() { info counter "$1"; }
   check_wl counter "$WPID"
 }
 
+@test "a --leave-running dump keeps the signal state: blocked SIGTRAP and its handler, a signal sent while frozen" {
+  start_wl sigkeep
+  # SIGUSR1 reaches the task while it is frozen, before the page parasite's
+  # remote syscalls run in it: it must stay queued and arrive once after.
+  ck-freeze -t "$WPID" --leave-running -- sh -c "kill -USR1 $WPID; sleep 0.1; ck-memread > /dev/null"
+  check_wl sigkeep "$WPID"
+  [ "$(info usr1 "$T/sigkeep.out")" = 1 ]
+}
+
 @test "a default dump kills the tree" {
   start_wl counter 16
   run ck-dump -t "$WPID" -D "$T/img"

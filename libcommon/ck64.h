@@ -1,5 +1,5 @@
-// ck64: the stream checksum (trailer and image manifest only; not a
-// cryptographic hash).  Fed incrementally in pieces of any size; the digest
+// ck64: the stream checksum (the trailer, the digest of each page payload,
+// the image manifest; not a cryptographic hash).  Fed incrementally in pieces of any size; the digest
 // depends only on the bytes, never on how they were cut.
 //
 // Design (ck64 v2).  The input is cut into 128-byte blocks, sixteen 64-bit

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "error.h"
+
 namespace ck {
 namespace {
 
@@ -113,6 +115,21 @@ Ck64::Ck64() {
     a_[i] = kK1 * (2 * i + 1);
     b_[i] = kK2 * (2 * i + 1);
   }
+}
+
+Ck64 Ck64::from_state(const uint64_t a[kLanes], const uint64_t b[kLanes], uint64_t total) {
+  if (total % kBlock) fail(strf("internal: ck64 state after %llu bytes, not a whole number of blocks",
+                                static_cast<unsigned long long>(total)));
+  Ck64 c;
+  std::memcpy(c.a_, a, sizeof c.a_);
+  std::memcpy(c.b_, b, sizeof c.b_);
+  c.total_ = total;
+  return c;
+}
+
+void Ck64::state(uint64_t a[kLanes], uint64_t b[kLanes]) const {
+  std::memcpy(a, a_, sizeof a_);
+  std::memcpy(b, b_, sizeof b_);
 }
 
 void Ck64::blocks(const unsigned char* p, size_t n) {

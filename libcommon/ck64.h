@@ -1,5 +1,5 @@
-// ck64: the stream checksum (trailer and image manifest only; not a
-// cryptographic hash).  Fed incrementally in pieces of any size; the digest
+// ck64: the stream checksum (the trailer, the digest of each page payload,
+// the image manifest; not a cryptographic hash).  Fed incrementally in pieces of any size; the digest
 // depends only on the bytes, never on how they were cut.
 //
 // Design (ck64 v2).  The input is cut into 128-byte blocks, sixteen 64-bit
@@ -42,6 +42,17 @@ class Ck64 {
   void update(const void* data, size_t len);
   uint64_t digest() const;
   uint64_t length() const { return total_; }
+
+  // The lane sums, for code that runs the block loop elsewhere (inside a
+  // frozen target, over pages it hands on without ck seeing them) and gives
+  // its state back.  state() copies the lanes out; from_state() builds the
+  // hasher that was fed `total` bytes and has those lanes: total must be a
+  // multiple of kBlock (the tail is empty).  The lanes are those of a Ck64
+  // that started from its constructor's state, so
+  //     Ck64::from_state(a, b, h.length()).digest() == h.digest()
+  // for any h whose length() is a multiple of kBlock.
+  static Ck64 from_state(const uint64_t a[kLanes], const uint64_t b[kLanes], uint64_t total);
+  void state(uint64_t a[kLanes], uint64_t b[kLanes]) const;
   // Tests: use the portable (16-byte vector) block loop even where AVX2 is
   // there, or go back to the fastest.  Not thread-safe; the environment
   // variable CK64_NO_AVX2 does the same for a whole process.

@@ -254,7 +254,7 @@ ImageSet ImageSet::open(const std::string& dir) {
       if (f.has_pages() && f.pages().shmid() == 0) {
         const auto& r = f.pages();
         lv.runs[r.pid()].push_back({r.addr(), r.npages(), r.has_payload() ? p->payload_offset() : 0, r.round(),
-                                    r.has_payload()});
+                                    r.has_payload(), r.has_digest(), r.digest()});
       }
       if (f.has_note() && f.note().stage() == "ck-memread") {
         const std::string& t = f.note().text();
@@ -353,6 +353,7 @@ void ImageSet::rewind() {
   frames_read_ = 0;
   next_payload_ = 0;
   payload_off_ = payload_len_ = payload_left_ = 0;
+  check_run_ = false;
   char magic[sizeof kMagic];
   fill(magic, sizeof magic, "the magic");
   if (std::memcmp(magic, kMagic, sizeof magic) != 0) corrupt(strf("%s has a bad magic", kFramesFile));
@@ -443,8 +444,15 @@ void ImageSet::end_block() {
             pr->set_npages(static_cast<uint32_t>((p1 - p0) / kPageSize));
             pr->set_has_payload(r.payload);
             pr->set_round(r.round);
+            // A 1.1 image presents every payload with its digest: the stored
+            // one when the run goes out whole, else that of the part
+            // (computed when the frame is returned).  A 1.0 one carries none.
+            bool whole = p0 == r.addr && p1 == end;
+            if (r.payload && digests_ && whole && r.has_digest) pr->set_digest(r.digest);
             Saved sv{g.SerializeAsString(), r.payload ? r.off + (p0 - r.addr) : 0, r.payload ? p1 - p0 : 0,
-                     r.payload ? p1 - p0 : 0};
+                     r.payload ? p1 - p0 : 0, {}, false};
+            if (r.payload) sv.run = *pr;
+            sv.need_digest = r.payload && digests_ && !pr->has_digest();
             pending_.push_back({std::move(g), std::move(sv)});
             pending_fd_.push_back(parents_[l]->pages_.get());
           }
@@ -465,16 +473,16 @@ bool ImageSet::next(pb::Frame* f) {
   for (;;) {
     if (pending_at_ < pending_.size()) {
       *f = pending_[pending_at_].first;
-      const Saved& sv = pending_[pending_at_].second;
-      raw_ = sv.raw;
-      payload_off_ = sv.off, payload_len_ = sv.len, payload_left_ = sv.left;
+      Saved& sv = pending_[pending_at_].second;
       cur_fd_ = pending_fd_[pending_at_];
+      if (sv.need_digest) compute_digest(f, &sv);
+      set_current(sv);
       ++pending_at_;
       return true;
     }
     if (!have_look_) {
       look_ok_ = next_own(&look_);
-      look_saved_ = {raw_, payload_off_, payload_len_, payload_left_};
+      look_saved_ = {raw_, payload_off_, payload_len_, payload_left_, run_, false};
       have_look_ = true;
     }
     if (block_pid_) {
@@ -487,8 +495,7 @@ bool ImageSet::next(pb::Frame* f) {
     }
     have_look_ = false;
     cur_fd_ = -1;
-    raw_ = look_saved_.raw;
-    payload_off_ = look_saved_.off, payload_len_ = look_saved_.len, payload_left_ = look_saved_.left;
+    set_current(look_saved_);
     if (!look_ok_) return false;
     *f = look_;
     if (f->has_header()) {
@@ -517,9 +524,36 @@ bool ImageSet::next(pb::Frame* f) {
   }
 }
 
+void ImageSet::set_current(const Saved& sv) {
+  raw_ = sv.raw;
+  payload_off_ = sv.off, payload_len_ = sv.len, payload_left_ = sv.left;
+  run_ = sv.run;
+  check_run_ = sv.left && sv.run.has_digest();
+  run_sum_ = Ck64();
+}
+
+// The digest of the part of a stored run that sv names, from the pages
+// file the caller made current (cur_fd_); the frame gets it.
+void ImageSet::compute_digest(pb::Frame* f, Saved* sv) {
+  if (dbuf_.empty()) dbuf_.resize(kChunk);
+  Ck64 h;
+  for (uint64_t done = 0; done < sv->len;) {
+    size_t n = std::min<uint64_t>(dbuf_.size(), sv->len - done);
+    read_pages(dbuf_.data(), n, sv->off + done);
+    h.update(dbuf_.data(), n);
+    done += n;
+  }
+  f->mutable_pages()->set_digest(h.digest());
+  sv->run = f->pages();
+  sv->raw = f->SerializeAsString();
+  sv->need_digest = false;
+}
+
 bool ImageSet::next_own(pb::Frame* f) {
   if (done_) return false;
   payload_left_ = 0;
+  check_run_ = false;
+  run_.Clear();
   if (!read_frame(&raw_)) corrupt(strf("%s ends without a trailer", kFramesFile));
   f->Clear();
   if (!f->ParseFromString(raw_)) corrupt(strf("frame %" PRIu64 " does not parse", frames_read_));
@@ -539,6 +573,7 @@ bool ImageSet::next_own(pb::Frame* f) {
     if (header_.major() == 0) corrupt("header has no format version");
     if (header_.page_size() != kPageSize)
       bad_input(strf("image '%s': page size %u is not this machine's (%u)", dir_.c_str(), header_.page_size(), kPageSize));
+    digests_ = has_digests(header_);
   } else if (f->has_header()) {
     corrupt("a second header");
   }
@@ -549,12 +584,18 @@ bool ImageSet::next_own(pb::Frame* f) {
     if (p.addr() % kPageSize) corrupt("page run address not page aligned");
     if (p.shmid() == 0 && p.addr() + uint64_t{p.npages()} * kPageSize < p.addr()) corrupt("page run wraps");
     if (p.has_payload()) {
+      if (digests_ && !p.has_digest()) corrupt("page run of " + describe_run(p) + " has no digest");
       uint64_t len = uint64_t{p.npages()} * kPageSize;
       if (next_payload_ + len > pages_size_)
         corrupt(strf("page run at %#" PRIx64 " lies past the end of %s", p.addr(), kPagesFile));
       payload_off_ = next_payload_;
       payload_len_ = payload_left_ = len;
       next_payload_ += len;
+      run_ = p;
+      check_run_ = p.has_digest();
+      run_sum_ = Ck64();
+    } else if (p.has_digest()) {
+      corrupt("page run of " + describe_run(p) + " has a digest but no payload");
     }
   }
   return true;
@@ -578,6 +619,13 @@ void ImageSet::read_payload(void* dst, size_t len) {
   if (len > payload_left_) fail("internal: payload read past its end");
   read_pages(dst, len, payload_off_ + (payload_len_ - payload_left_));
   payload_left_ -= len;
+  if (!check_run_) return;
+  run_sum_.update(dst, len);
+  if (payload_left_ == 0) {
+    check_run_ = false;
+    if (run_sum_.digest() != run_.digest())
+      corrupt("page data of " + describe_run(run_) + " does not match its digest (page data changed)");
+  }
 }
 
 void ImageSet::verify() {
@@ -599,11 +647,11 @@ void ImageSet::verify() {
     put_len(&lenb, static_cast<uint32_t>(raw_.size()));
     sum.update(lenb.data(), 4);
     sum.update(raw_.data(), raw_.size());
-    while (payload_left_) {
+    while (payload_left_) {  // read_payload checks each against its digest
       if (b.empty()) b.resize(kChunk);
       size_t n = std::min<uint64_t>(payload_left_, b.size());
       read_payload(b.data(), n);
-      sum.update(b.data(), n);
+      if (!digests_) sum.update(b.data(), n);  // 1.0: payloads are in the checksum
     }
   }
   if (sum.digest() != trailer_.checksum()) corrupt("checksum mismatch (page or frame data changed)");
@@ -636,6 +684,10 @@ void RawStreamOut::magic() { put(kMagic, sizeof kMagic); }
 
 void RawStreamOut::frame(const std::string& raw) {
   if (raw.size() > kMaxFrame) bad_input(strf("frame of %zu bytes is over the %u limit", raw.size(), kMaxFrame));
+  if (frames_ == 0) {  // the header: which checksum the trailer gets
+    pb::Frame f;
+    if (f.ParseFromString(raw) && f.has_header()) payload_in_sum_ = !has_digests(f.header());
+  }
   std::string lenb;
   put_len(&lenb, static_cast<uint32_t>(raw.size()));
   put(lenb.data(), 4);
@@ -644,7 +696,7 @@ void RawStreamOut::frame(const std::string& raw) {
 }
 
 void RawStreamOut::payload(const void* p, size_t n) {
-  put(p, n);
+  put(p, n, payload_in_sum_);
   payload_ += n;
 }
 

@@ -26,6 +26,14 @@
 // not exist or a round that is not incremental).  Those runs keep their
 // PageRun.round; their payloads come from the older rounds' pages.img
 // (pages_fd() and payload_offset() name the current run's file).
+//
+// Frames are kept as they came, so a 1.1 image holds the digest of each
+// payload in its PageRun frame and a 1.0 image (stored as it was put, not
+// converted) none.  A chain presents itself in the version of its newest
+// image; in a 1.1 one, a run of an older round that is presented whole
+// keeps its stored digest, and one presented in part (a newer round
+// replaced some of its pages) gets the digest of that part, computed from
+// pages.img when next() returns it.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -79,7 +87,9 @@ class ImageSet {
   // starts in pages.img, and its length in bytes.
   uint64_t payload_offset() const { return payload_off_; }
   uint64_t payload_size() const { return payload_len_; }
-  // Sequential reading of that payload, like StreamReader::read_payload.
+  // Sequential reading of that payload, like StreamReader::read_payload:
+  // the read that takes its last byte checks the payload against the run's
+  // digest (status 3 when it differs).
   void read_payload(void* dst, size_t len);
   uint64_t payload_left() const { return payload_left_; }
   // pread of pages.img, exact or status 3.
@@ -92,9 +102,10 @@ class ImageSet {
   const std::string& trailer_raw() const { return trailer_raw_; }
   const std::string& dir() const { return dir_; }
 
-  // Reads every page and recomputes the stream checksum; status 3 when it
-  // does not match the trailer (each image of a chain against its own).
-  // Rewinds.
+  // Reads every page and recomputes the stream checksum with the semantics
+  // of the image's version (1.1: frames only, each payload against its
+  // digest; 1.0: frames and payloads); status 3 when something does not
+  // match (each image of a chain against its own trailer).  Rewinds.
   void verify();
 
  private:
@@ -105,12 +116,18 @@ class ImageSet {
   struct Saved {
     std::string raw;
     uint64_t off, len, left;
+    pb::PageRun run;        // the run of a frame with payload (else empty)
+    bool need_digest = false;  // a part of a stored run: digest to compute
   };
   struct RunRef {
     uint64_t addr, npages, off;
     uint32_t round;
     bool payload;
+    bool has_digest;
+    uint64_t digest;
   };
+  void set_current(const Saved& sv);
+  void compute_digest(pb::Frame* f, Saved* sv);
   struct Level {  // what an older round holds, per pid
     bool incremental = false;
     std::map<uint32_t, std::vector<RunRef>> runs;
@@ -145,10 +162,17 @@ class ImageSet {
   bool done_ = false;
   uint64_t next_payload_ = 0;  // offset of the next payload in pages.img
   uint64_t payload_off_ = 0, payload_len_ = 0, payload_left_ = 0;
+  bool digests_ = false;  // the header says 1.1: payload runs carry digests
+  pb::PageRun run_;       // the current payload's run
+  bool check_run_ = false;
+  Ck64 run_sum_;
+  std::vector<char> dbuf_;  // for compute_digest
 };
 
 // Writes a stream from raw parts, byte-exact: the magic, serialized frames,
-// page payloads, and either a computed trailer or a stored one.
+// page payloads, and either a computed trailer or a stored one.  The
+// checksum follows the version the first frame (the header) names: 1.1
+// leaves payloads out, 1.0 takes them in.  Digests are the caller's.
 class RawStreamOut {
  public:
   explicit RawStreamOut(int fd);  // refuses (status 2) a terminal
@@ -168,6 +192,7 @@ class RawStreamOut {
   std::vector<char> buf_;
   size_t len_ = 0;
   uint64_t frames_ = 0, payload_ = 0;
+  bool payload_in_sum_ = false;
   Ck64 sum_;
 };
 

@@ -1,12 +1,14 @@
 #include "stream.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cinttypes>
 #include <cstring>
 
 #include "error.h"
@@ -32,6 +34,13 @@ pb::Header make_header(const std::string& tool) {
   clock_gettime(CLOCK_REALTIME, &ts);
   h.set_created_ns(static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec);
   return h;
+}
+
+std::string describe_run(const pb::PageRun& run) {
+  if (run.shmid())
+    return strf("pid %u, shared object %#" PRIx64 " at offset %#" PRIx64 " (%u pages)", run.pid(), run.shmid(),
+                run.addr(), run.npages());
+  return strf("pid %u at %#" PRIx64 " (%u pages)", run.pid(), run.addr(), run.npages());
 }
 
 namespace {
@@ -96,6 +105,7 @@ const pb::Header& StreamReader::header() {
   if (header_.major() == 0) corrupt("header has no format version");
   if (header_.page_size() != kPageSize)
     bad_input(strf("%s: page size %u is not this machine's (%u)", what_.c_str(), header_.page_size(), kPageSize));
+  digests_ = has_digests(header_);
   return header_;
 }
 
@@ -140,7 +150,17 @@ bool StreamReader::next(pb::Frame* f) {
     if (p.npages() == 0) corrupt("page run of zero pages");
     if (p.addr() % kPageSize) corrupt("page run address not page aligned");
     if (p.shmid() == 0 && p.addr() + uint64_t{p.npages()} * kPageSize < p.addr()) corrupt("page run wraps");
-    if (p.has_payload()) payload_left_ = uint64_t{p.npages()} * kPageSize;
+    if (p.has_payload()) {
+      // 1.1 requires the digest; a 1.0 stream has none, but one that is
+      // there is checked all the same.
+      if (digests_ && !p.has_digest()) corrupt("page run of " + describe_run(p) + " has no digest");
+      payload_left_ = uint64_t{p.npages()} * kPageSize;
+      run_ = p;
+      check_run_ = p.has_digest();
+      run_sum_ = Ck64();
+    } else if (p.has_digest()) {
+      corrupt("page run of " + describe_run(p) + " has a digest but no payload");
+    }
   }
   return true;
 }
@@ -148,9 +168,15 @@ bool StreamReader::next(pb::Frame* f) {
 void StreamReader::read_payload(void* dst, size_t len) {
   if (len > payload_left_) fail("internal: payload read past its end");
   readn(dst, len, "page data");
-  sum_.update(dst, len);
+  if (!digests_) sum_.update(dst, len);  // 1.0: payloads are in the trailer checksum
+  if (check_run_) run_sum_.update(dst, len);
   payload_left_ -= len;
   payload_total_ += len;
+  if (payload_left_ == 0 && check_run_) {
+    check_run_ = false;
+    if (run_sum_.digest() != run_.digest())
+      corrupt("page data of " + describe_run(run_) + " does not match its digest (stream corrupted)");
+  }
 }
 
 void StreamReader::skip_payload() {
@@ -180,8 +206,13 @@ void StreamWriter::flush() {
   len_ = 0;
 }
 
-void StreamWriter::put(const void* p, size_t n) {
-  sum_.update(p, n);
+void StreamWriter::no_payload_due() const {
+  if (payload_due_)
+    fail(strf("internal: a forwarded page run is %" PRIu64 " bytes short of its payload", payload_due_));
+}
+
+void StreamWriter::put(const void* p, size_t n, bool sum) {
+  if (sum) sum_.update(p, n);
   if (len_ + n > buf_.size()) flush();
   if (n >= buf_.size()) {
     write_full(fd_, p, n);
@@ -192,6 +223,7 @@ void StreamWriter::put(const void* p, size_t n) {
 }
 
 void StreamWriter::put_frame(const std::string& bytes) {
+  no_payload_due();
   if (bytes.size() > kMaxFrame) fail(strf("internal: frame of %zu bytes is over the limit", bytes.size()));
   uint32_t len = static_cast<uint32_t>(bytes.size());
   unsigned char lenb[4] = {static_cast<unsigned char>(len), static_cast<unsigned char>(len >> 8),
@@ -205,6 +237,10 @@ void StreamWriter::header(const pb::Header& h) {
   put(kMagic, sizeof kMagic);
   pb::Frame f;
   *f.mutable_header() = h;
+  if (h.major() <= kMajor) {  // an upstream 1.0 stream goes on as 1.1
+    f.mutable_header()->set_major(kMajor);
+    f.mutable_header()->set_minor(kMinor);
+  }
   frame(f);
 }
 
@@ -216,19 +252,38 @@ void StreamWriter::frame(const pb::Frame& f) {
 
 void StreamWriter::raw_frame(const std::string& serialized) { put_frame(serialized); }
 
-void StreamWriter::pages(const pb::PageRun& run, const struct iovec* iov, int iovcnt) {
+void StreamWriter::pages_frame(const pb::PageRun& run) {
   pb::Frame f;
   f.set_pid(run.pid());
   *f.mutable_pages() = run;
   frame(f);
-  if (!run.has_payload()) return;
-  size_t total = 0;
-  for (int i = 0; i < iovcnt; ++i) {
-    sum_.update(iov[i].iov_base, iov[i].iov_len);
-    total += iov[i].iov_len;
+}
+
+void StreamWriter::pages(const pb::PageRun& run, const struct iovec* iov, int iovcnt) {
+  if (!run.has_payload()) {
+    if (!run.has_digest()) {
+      pages_frame(run);
+    } else {
+      pb::PageRun r = run;
+      r.clear_digest();
+      pages_frame(r);
+    }
+    return;
   }
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; ++i) total += iov[i].iov_len;
   if (total != uint64_t{run.npages()} * kPageSize) fail("internal: page payload size does not match its run");
-  // One writev: buffered frames first, then the payload straight from the caller.
+  if (run.has_digest()) {
+    pages_frame(run);
+  } else {
+    Ck64 h;
+    for (int i = 0; i < iovcnt; ++i) h.update(iov[i].iov_base, iov[i].iov_len);
+    pb::PageRun r = run;
+    r.set_digest(h.digest());
+    pages_frame(r);
+  }
+  // One writev: buffered frames first, then the payload straight from the
+  // caller.  The payload is not in the trailer checksum (its digest is).
   std::vector<struct iovec> v;
   v.reserve(iovcnt + 1);
   if (len_) v.push_back({buf_.data(), len_});
@@ -251,7 +306,64 @@ void StreamWriter::pages(const pb::PageRun& run, const struct iovec* iov, int io
   payload_ += total;
 }
 
+void StreamWriter::pages_spliced(const pb::PageRun& run, int pipe_fd) {
+  if (!run.has_payload() || !run.has_digest())
+    fail("internal: a spliced page run of " + describe_run(run) + " needs a payload and its digest");
+  pages_frame(run);
+  flush();
+  const uint64_t total = uint64_t{run.npages()} * kPageSize;
+  uint64_t left = total;
+  // splice(2) wants a pipe on one side (pipe_fd is one) and an output that
+  // supports it: pipes, sockets and most files do, but a file opened with
+  // O_APPEND (or an fd of a kind without splice_write) gets EINVAL before
+  // anything moves.  Then the bytes go through buf_, empty after flush().
+  bool by_splice = true;
+  while (left) {
+    if (by_splice) {
+      ssize_t n = ::splice(pipe_fd, nullptr, fd_, nullptr, std::min<uint64_t>(left, 1 << 30), SPLICE_F_MOVE);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EINVAL) {
+          by_splice = false;
+          continue;
+        }
+        throw_errno("unable to splice page data of " + describe_run(run));
+      }
+      if (n == 0) break;
+      left -= static_cast<uint64_t>(n);
+      continue;
+    }
+    ssize_t n = ::read(pipe_fd, buf_.data(), std::min<uint64_t>(left, buf_.size()));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("unable to read page data of " + describe_run(run) + " from its pipe");
+    }
+    if (n == 0) break;
+    write_full(fd_, buf_.data(), static_cast<size_t>(n));
+    left -= static_cast<uint64_t>(n);
+  }
+  if (left)
+    fail(strf("page data of %s ended after %" PRIu64 " of %" PRIu64 " bytes", describe_run(run).c_str(), total - left,
+              total));
+  payload_ += total;
+}
+
+void StreamWriter::raw_pages(const std::string& serialized, const pb::PageRun& run) {
+  if (run.has_payload() && !run.has_digest())
+    fail("internal: page run of " + describe_run(run) + " forwarded without its digest");
+  put_frame(serialized);
+  if (run.has_payload()) payload_due_ = uint64_t{run.npages()} * kPageSize;
+}
+
+void StreamWriter::payload(const void* p, size_t n) {
+  if (n > payload_due_) fail("internal: page payload written past its run");
+  put(p, n, false);
+  payload_due_ -= n;
+  payload_ += n;
+}
+
 void StreamWriter::finish() {
+  no_payload_due();
   pb::Frame f;
   auto* t = f.mutable_trailer();
   t->set_frames(frames_);
@@ -271,9 +383,23 @@ void StreamWriter::finish() {
 }
 
 void copy_payload(StreamReader& r, StreamWriter& w, const pb::PageRun& run) {
-  // Bounded: at most 1 MiB in hand; a long run is re-split into pieces.
+  // Bounded: at most 1 MiB in hand.
   constexpr uint32_t kChunkPages = 256;
-  std::vector<char> buf(size_t{kChunkPages} * kPageSize);
+  std::vector<char> buf(size_t{std::min(kChunkPages, run.npages())} * kPageSize);
+  if (run.has_digest()) {
+    // The reader checks the bytes against the digest as they go by; a
+    // mismatch throws before the trailer, so the output is refused too.
+    w.raw_pages(r.raw(), run);
+    for (uint64_t left = uint64_t{run.npages()} * kPageSize; left;) {
+      size_t n = std::min<uint64_t>(left, buf.size());
+      r.read_payload(buf.data(), n);
+      w.payload(buf.data(), n);
+      left -= n;
+    }
+    return;
+  }
+  // A 1.0 run: the digest of each piece is known only once it is in hand,
+  // so a long run is re-split into pieces that each carry their own.
   pb::PageRun piece = run;
   uint32_t done = 0;
   while (done < run.npages()) {

@@ -2,6 +2,11 @@
 // payloads after PageRun frames, a trailer with counts and a checksum.
 // See man/ck-stream.5.
 //
+// Format 1.1 (what every writer writes): each payload carries its own ck64
+// digest in its PageRun frame, and the trailer checksum covers everything
+// but the payloads.  1.0 streams (no digests, payloads in the trailer sum)
+// are still read and verified.
+//
 // Both ends keep memory bounded: frames are at most kMaxFrame bytes and page
 // payloads move in caller-sized pieces, never whole.
 #pragma once
@@ -20,13 +25,22 @@ namespace ck {
 
 constexpr char kMagic[8] = {'\x89', 'C', 'K', 'S', 'T', 'R', 'M', '\n'};
 constexpr uint32_t kMajor = 1;
-constexpr uint32_t kMinor = 0;
+constexpr uint32_t kMinor = 1;
 constexpr uint32_t kMaxFrame = 16u << 20;
 constexpr uint32_t kPageSize = 4096;
 extern const char* const kVersion;  // "0.1"
 
 // A header for a stream started by `tool` (kernel and host facts filled in).
 pb::Header make_header(const std::string& tool);
+
+// Whether a stream with this header is 1.1 or later: every payload run
+// carries a digest, and the trailer checksum leaves payloads out.  (1.0:
+// no digests, payloads in the trailer checksum.)
+inline bool has_digests(const pb::Header& h) { return h.major() > 1 || (h.major() == 1 && h.minor() >= 1); }
+
+// A page run as messages name it: "pid 123 at 0x7f0000000000 (16 pages)",
+// or "pid 123, shared object 0x2a at offset 0x4000 (16 pages)".
+std::string describe_run(const pb::PageRun& run);
 
 // A read buffer in front of a byte source, shared by the stream reader and
 // the image reader.  take() copies len bytes into dst from the buffer, then
@@ -76,13 +90,18 @@ class StreamReader {
 
   // Reads the header (first call) or the next frame into *f.  Returns false
   // once the trailer has been read and verified.  A payload not consumed by
-  // the caller is skipped.  Bad input throws Error with status 3.
+  // the caller is skipped (and still verified).  Bad input throws Error
+  // with status 3: a cut or unparsable stream, a checksum that does not
+  // match, a 1.1 payload run without a digest.
   bool next(pb::Frame* f);
 
   const pb::Header& header();             // reads it if needed
   const std::string& raw() const { return raw_; }  // last frame, serialized
   uint64_t payload_left() const { return payload_left_; }
-  // Reads `len` bytes of the current payload straight into dst.
+  // Reads `len` bytes of the current payload straight into dst.  The read
+  // that takes its last byte checks the whole payload against the run's
+  // digest (status 3 when it differs: the bytes already handed out were
+  // bad, the caller must drop them).
   void read_payload(void* dst, size_t len);
   void skip_payload();
   const pb::Trailer& trailer() const { return trailer_; }
@@ -101,9 +120,14 @@ class StreamReader {
   uint64_t payload_total_ = 0;
   uint64_t offset_ = 0;
   bool started_ = false, done_ = false;
+  bool digests_ = false;  // 1.1: payloads checked against digests, not in sum_
   pb::Header header_;
   pb::Trailer trailer_;
   Ck64 sum_;
+  // The payload being read: its run and, when it has a digest, its sum so far.
+  pb::PageRun run_;
+  bool check_run_ = false;
+  Ck64 run_sum_;
 };
 
 class StreamWriter {
@@ -112,12 +136,31 @@ class StreamWriter {
   explicit StreamWriter(int fd);
   ~StreamWriter();
 
+  // The magic and the header frame.  Whatever version h names, the stream
+  // is written as this ck's (kMajor.kMinor); only a newer major is kept as
+  // it is (tests write such streams to see them refused).
   void header(const pb::Header& h);
   void frame(const pb::Frame& f);
   void raw_frame(const std::string& serialized);
   // A PageRun frame and its payload, gathered from iov (total must be
-  // npages * page size when has_payload, nothing otherwise).
+  // npages * page size when has_payload, nothing otherwise).  A run with
+  // payload and no digest gets the ck64 of iov as its digest; one that has
+  // a digest (forwarded, verified upstream) keeps it.  A zero run never
+  // carries one.
   void pages(const pb::PageRun& run, const struct iovec* iov, int iovcnt);
+  // A PageRun frame whose payload, npages * page size bytes, is moved from
+  // pipe_fd (a pipe, filled by someone who computed the digest) to the
+  // output with splice(2), or with read/write through the writer's buffer
+  // where the output cannot take a splice (a file opened O_APPEND, ...).
+  // The run must have has_payload and its digest (else an internal error,
+  // status 1); the pipe ending before the payload does is status 1 too.
+  void pages_spliced(const pb::PageRun& run, int pipe_fd);
+  // A page run forwarded as it came: its serialized frame (digest
+  // included), then exactly its payload through payload() calls before any
+  // other frame.  run is that frame's PageRun; with has_payload it must have
+  // a digest (internal error otherwise).
+  void raw_pages(const std::string& serialized, const pb::PageRun& run);
+  void payload(const void* p, size_t n);
   // Writes the trailer and flushes.  A writer destroyed without finish()
   // leaves a stream without trailer, which every reader refuses.
   void finish();
@@ -125,15 +168,18 @@ class StreamWriter {
   uint64_t payload_bytes() const { return payload_; }
 
  private:
-  void put(const void* p, size_t n);
+  void put(const void* p, size_t n, bool sum = true);
   void put_frame(const std::string& bytes);
+  void pages_frame(const pb::PageRun& run);
   void flush();
+  void no_payload_due() const;
 
   int fd_;
   std::vector<char> buf_;
   size_t len_ = 0;
   uint64_t frames_ = 0;
   uint64_t payload_ = 0;
+  uint64_t payload_due_ = 0;  // bytes raw_pages() announced, not yet written
   bool finished_ = false;
   Ck64 sum_;
   std::string scratch_;
@@ -144,6 +190,11 @@ class StreamWriter {
 // if it returns false the frame is dropped.
 template <class Keep>
 void forward_frames(StreamReader& r, StreamWriter& w, Keep keep);
+// Copies the payload of `run`, the PageRun of the frame r read last, with
+// its frame.  A run with a digest goes on as it came (frame bytes and
+// digest unchanged).  One without (a 1.0 input) is written as runs of at
+// most 256 pages, each with the digest of its part: the frame goes before
+// its payload, and a pipe cannot be read twice.
 void copy_payload(StreamReader& r, StreamWriter& w, const pb::PageRun& run);
 
 template <class Keep>

@@ -111,7 +111,7 @@ print(hex(h))')
   "$MK" "$T/s.ck" 2>/dev/null
   run ck-crit show < "$T/s.ck"
   assert_success
-  assert_line --partial "stream 1.0 by mkstream 0.1"
+  assert_line --partial "stream 1.1 by mkstream 0.1"
   assert_line "process 100 (sample) ppid 1 pgid 0 sid 0, 2 threads"
   assert_line "  thread 101 worker"
   assert_line "  fd 2 -> PIPE pipe:[4242] flags 0 cloexec"
@@ -127,7 +127,7 @@ print(hex(h))')
   "$MK" "$T/s.ck" 2>/dev/null
   run ck-crit info < "$T/s.ck"
   assert_success
-  assert_line "format:        1.0"
+  assert_line "format:        1.1"
   assert_line "hostname:      testhost"
   assert_line "root pid:      100"
   assert_line "frames:        22"
@@ -136,11 +136,11 @@ print(hex(h))')
   run ck-crit info -D "$T/img"
   assert_success
   assert_line "frames:        22"
-  # a changed page in the image is found by info -D
+  # a changed page in the image is found by info -D, in the run it belongs to
   flip "$T/img/pages.img" 100 > "$T/p" && cat "$T/p" > "$T/img/pages.img"
   run ck-crit info -D "$T/img"
   assert_failure 3
-  assert_output --partial "checksum mismatch"
+  assert_output --partial "page data of pid 100 at 0x400000 (2 pages) does not match its digest"
 }
 
 @test "sum matches the memory the stream describes" {
@@ -174,9 +174,53 @@ print(hex(h))')
     done
   done
   run ck-crit info < "$T/bad/flip-payload.ck"
-  assert_output --partial "checksum mismatch"
+  assert_output --partial "page data of pid 102 at 0x504000 (300 pages) does not match its digest (stream corrupted)"
+  run ck-crit info < "$T/bad/flip-frame.ck"
+  assert_output --partial "checksum mismatch (stream corrupted)"
   run ck-crit info < "$T/bad/newer.ck"
-  assert_output --partial "version 2.0 is newer than this ck reads (1.0)"
+  assert_output --partial "version 2.0 is newer than this ck reads (1.1)"
   run ck-crit decode < "$T/bad/huge-frame.ck"
   assert_output --partial "over the 16777216 limit"
+}
+
+@test "a 1.0 stream (payloads in the checksum, no digests) is still read, decoded and encoded" {
+  "$MK" --minor 0 "$T/s.ck" 2>/dev/null
+  run ck-crit info < "$T/s.ck"
+  assert_success
+  assert_line "format:        1.0"
+  ck-crit decode < "$T/s.ck" > "$T/s.json"
+  ! grep -q '"digest"' "$T/s.json"
+  ck-crit encode < "$T/s.json" | cmp - "$T/s.ck"
+  ck-store put -D "$T/img" < "$T/s.ck"
+  ck-crit decode -D "$T/img" | cmp - "$T/s.json"
+  size=$(stat -c %s "$T/s.ck")
+  flip "$T/s.ck" $((size / 2)) > "$T/bad.ck"
+  run ck-crit info < "$T/bad.ck"
+  assert_failure 3
+  assert_output --partial "checksum mismatch (stream corrupted)"
+}
+
+@test "encode fills in the digest a 1.1 page run lacks, and keeps a wrong one" {
+  "$MK" "$T/s.ck" 2>/dev/null
+  ck-crit decode < "$T/s.ck" > "$T/s.json"
+  grep -q '"digest"' "$T/s.json"
+  # an edited document without digests gets them back, the same bytes
+  sed 's/,"digest":"[0-9]*"//' "$T/s.json" > "$T/nod.json"
+  ! grep -q '"digest"' "$T/nod.json"
+  ck-crit encode < "$T/nod.json" | cmp - "$T/s.ck"
+  # a payload changed under its digest: encode keeps the digest, readers refuse
+  python3 - "$T/s.json" <<'PY'
+import base64, json, sys
+d = json.load(open(sys.argv[1]))
+for fr in d["frames"]:
+    if "payload" in fr:
+        p = bytearray(base64.b64decode(fr["payload"])); p[7] ^= 1
+        fr["payload"] = base64.b64encode(bytes(p)).decode()
+        break
+json.dump(d, open(sys.argv[1], "w"))
+PY
+  ck-crit encode < "$T/s.json" > "$T/bad.ck"
+  run ck-crit info < "$T/bad.ck"
+  assert_failure 3
+  assert_output --partial "page data of pid 100 at 0x400000 (2 pages) does not match its digest"
 }

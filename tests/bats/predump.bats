@@ -97,6 +97,12 @@ restore_check() {  # restore_check DIR [PID...]: restore, check every pid given 
   assert_success
   # pages of every round come through the chain, each naming its round
   for r in 1 2 3 4; do echo "$output" | grep -Eq "pages by round:.* $r: [1-9]"; done
+  # the chain as one stream: runs of older rounds cut by newer ones carry
+  # the digest of their part, and a reader checks every one
+  ck-store get -D "$T/4" > "$T/flat.ck"
+  run ck-crit info < "$T/flat.ck"
+  assert_success
+  assert_line "format:        1.1"
   restore_check "$T/4"
 }
 

@@ -116,9 +116,11 @@ print(hex(h))')
   run ck-store put -D "$T/img" < "$T/bad/cut-600.ck"
   assert_output --partial "truncated"
   run ck-store put -D "$T/img" < "$T/bad/flip-payload.ck"
-  assert_output --partial "checksum mismatch"
+  assert_output --partial "page data of pid 102 at 0x504000 (300 pages) does not match its digest (stream corrupted)"
+  run ck-store put -D "$T/img" < "$T/bad/flip-frame.ck"
+  assert_output --partial "checksum mismatch (stream corrupted)"
   run ck-store put -D "$T/img" < "$T/bad/newer.ck"
-  assert_output --partial "version 2.0 is newer than this ck reads (1.0)"
+  assert_output --partial "version 2.0 is newer than this ck reads (1.1)"
   run ck-store put -D "$T/img" < "$T/bad/huge-frame.ck"
   assert_output --partial "over the 16777216 limit"
   run ck-store put -D "$T/img" < "$T/bad/empty.ck"
@@ -154,12 +156,12 @@ print(hex(h))')
   assert_failure 3
   assert_output --partial "frames.img does not match its checksum"
 
-  # a changed page: noticed at the end, and the trailer is then withheld
+  # a changed page: noticed at the end of its run, and the trailer is then withheld
   rm -rf "$T/img"; cp -a "$T/good" "$T/img"
   flip "$T/good/pages.img" 5000 > "$T/img/pages.img"
   run sh -c 'ck-store get -D "$1" > "$2"' _ "$T/img" "$T/out.ck"
   assert_failure 3
-  assert_output --partial "checksum mismatch"
+  assert_output --partial "image '$T/img' is corrupt: page data of pid 100 at 0x400000 (2 pages) does not match its digest"
   run ck-crit info < "$T/out.ck"
   assert_failure 3
 
@@ -195,4 +197,22 @@ print(hex(h))')
   [ "$(cat "$T/precious")" = precious ]
   [ ! -L "$T/img/pages.img" ]
   ck-store get -D "$T/img" | cmp - "$T/s.ck"
+}
+
+@test "a 1.0 stream is stored as 1.0 and comes back byte for byte" {
+  "$MK" --minor 0 "$T/s.ck" 2>/dev/null
+  ck-store put -D "$T/img" < "$T/s.ck"
+  run ck-store ls -D "$T/img"
+  assert_success
+  assert_line --partial "format 1.0, root pid 100"
+  ck-store get -D "$T/img" | cmp - "$T/s.ck"
+  # a changed page of a 1.0 image: the trailer checksum finds it
+  cp -a "$T/img" "$T/good"
+  flip "$T/good/pages.img" 5000 > "$T/img/pages.img"
+  run sh -c 'ck-store get -D "$1" > /dev/null' _ "$T/img"
+  assert_failure 3
+  assert_output --partial "checksum mismatch (page or frame data changed)"
+  run ck-crit info -D "$T/img"
+  assert_failure 3
+  assert_output --partial "checksum mismatch (page or frame data changed)"
 }

@@ -8,6 +8,9 @@
 //                                 prints on stderr, from its own model of the
 //                                 memory, the lines
 //                                 "sum PID ADDR LEN FNV" for some ranges
+//                                 (--major N other than 1: a header N.0)
+//   mkstream --minor 0 OUT        the same stream in format 1.0: no digests,
+//                                 payloads in the trailer checksum
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -21,6 +24,7 @@
 
 #include "error.h"
 #include "fd.h"
+#include "image.h"
 #include "stream.h"
 
 using namespace ck;
@@ -72,6 +76,7 @@ void write_sample(int fd, uint32_t major) {
   StreamWriter w(fd);
   pb::Header h = make_header("mkstream");
   h.set_major(major);
+  if (major != kMajor) h.set_minor(0);
   h.set_root_pid(100);
   h.set_hostname("testhost");
   w.header(h);
@@ -180,6 +185,36 @@ void write_sample(int fd, uint32_t major) {
   w.finish();
 }
 
+// The sample as a 1.0 writer wrote it: the 1.1 stream read back, header
+// minor 0, digests taken out, the trailer summed over payloads too.
+void write_sample_1_0(int fd) {
+  ScopedFd tmp(memfd_create("mkstream", 0));
+  if (!tmp.valid()) throw_errno("unable to create a memfd");
+  write_sample(tmp.get(), kMajor);
+  lseek(tmp.get(), 0, SEEK_SET);
+  StreamReader r(tmp.get(), "memfd");
+  RawStreamOut out(fd);
+  out.magic();
+  pb::Frame f;
+  std::vector<char> buf;
+  while (r.next(&f)) {
+    if (f.has_header()) {
+      f.mutable_header()->set_minor(0);
+      out.frame(f.SerializeAsString());
+    } else if (f.has_pages()) {
+      f.mutable_pages()->clear_digest();
+      out.frame(f.SerializeAsString());
+    } else {
+      out.frame(r.raw());
+    }
+    buf.resize(r.payload_left());
+    if (buf.empty()) continue;
+    r.read_payload(buf.data(), buf.size());
+    out.payload(buf.data(), buf.size());
+  }
+  out.finish();
+}
+
 int self_test() {
   int fd = memfd_create("mkstream", 0);
   if (fd < 0) return 1;
@@ -202,13 +237,17 @@ int main(int argc, char** argv) {
   try {
     if (argc == 1) return self_test();
     uint32_t major = kMajor;
+    bool v1_0 = false;
     int i = 1;
     if (argc == 4 && std::strcmp(argv[1], "--major") == 0) {
       major = static_cast<uint32_t>(std::atoi(argv[2]));
       i = 3;
+    } else if (argc == 4 && std::strcmp(argv[1], "--minor") == 0 && std::strcmp(argv[2], "0") == 0) {
+      v1_0 = true;
+      i = 3;
     }
     if (i != argc - 1) {
-      std::fprintf(stderr, "usage: mkstream [--major N] OUT\n");
+      std::fprintf(stderr, "usage: mkstream [--major N | --minor 0] OUT\n");
       return 2;
     }
     int fd = 1;
@@ -219,7 +258,10 @@ int main(int argc, char** argv) {
         return 1;
       }
     }
-    write_sample(fd, major);
+    if (v1_0)
+      write_sample_1_0(fd);
+    else
+      write_sample(fd, major);
     struct {
       uint32_t pid;
       uint64_t addr, len;

@@ -8,6 +8,11 @@
 //      {"frame": {...}, "raw": "BASE64"},       a frame JSON cannot carry exactly
 //      ...],
 //    "trailer": {...}}                          ignored by encode (recomputed)
+// In a 1.1 document (header minor >= 1) every page run with payload has its
+// "digest"; encode keeps a digest that is there (even a wrong one: that is
+// how a corrupt stream is made on purpose) and computes one that is missing
+// from the payload (a hand-written or edited document).  Frames given as
+// "raw" go out exactly as they are.
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/json_util.h>
@@ -317,6 +322,7 @@ int encode(int in_fd, int out_fd) {
   ck::RawStreamOut w(out_fd);
   uint64_t n = 0;
   bool seen_frames = false;
+  bool digests = false;  // the header says 1.1
   auto element = [&] {
     std::string frame_json, raw, payload;
     bool has_frame = false, has_raw = false, has_payload = false;
@@ -357,6 +363,7 @@ int encode(int in_fd, int out_fd) {
     }
     if (n == 0) {
       if (!f.has_header()) bad_input("the first frame is not a header");
+      digests = ck::has_digests(f.header());
       w.magic();
     } else if (f.has_header()) {
       bad_input(strf("frame %" PRIu64 ": a second header", n));
@@ -372,6 +379,10 @@ int encode(int in_fd, int out_fd) {
     if (wants && payload.size() != uint64_t{f.pages().npages()} * ck::kPageSize)
       bad_input(strf("frame %" PRIu64 ": payload of %zu bytes, the run needs %" PRIu64, n, payload.size(),
                      uint64_t{f.pages().npages()} * ck::kPageSize));
+    if (wants && digests && !has_raw && !f.pages().has_digest()) {
+      f.mutable_pages()->set_digest(ck::ck64(payload.data(), payload.size()));
+      raw = serialize(f);
+    }
     if (raw.size() > ck::kMaxFrame) bad_input(strf("frame %" PRIu64 ": over the %u byte limit", n, ck::kMaxFrame));
     w.frame(raw);
     if (wants) w.payload(payload.data(), payload.size());

@@ -22,7 +22,7 @@ DEB_PKGS := g++ make protobuf-compiler libprotobuf-dev libzstd-dev libuv1-dev li
             clang libclang-rt-14-dev time
 
 LIB_SRC   := $(wildcard libcommon/*.cc)
-LIB_OBJ   := $(patsubst %.cc,$(B)/%.o,$(LIB_SRC)) $(B)/gen/ck.pb.o
+LIB_OBJ   := $(patsubst %.cc,$(B)/%.o,$(LIB_SRC)) $(B)/gen/ck.pb.o $(B)/parasite/blob.o
 TOOLS     := $(notdir $(wildcard tools/ck-*))
 TOOL_BIN  := $(addprefix $(B)/bin/,$(TOOLS))
 WORKLOADS := $(patsubst tests/workloads/%.c,$(B)/workloads/%,$(wildcard tests/workloads/*.c))
@@ -59,6 +59,22 @@ $(B)/gen/ck.pb.o: $(B)/gen/ck.pb.cc
 $(B)/libcommon/%.o: libcommon/%.cc $(B)/gen/ck.pb.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(ALLCXX) -c $< -o $@
+
+# The page parasite (libcommon/parasite/): freestanding C linked into a flat,
+# relocation-free binary, embedded in libck as bytes.  The link fails if
+# the code needs anything but itself (a libc call, writable data).
+PARASITE_CFLAGS := -O2 -std=gnu11 -ffreestanding -fno-builtin -fPIE -fvisibility=hidden -fno-stack-protector \
+                   -fno-asynchronous-unwind-tables -fcf-protection=none -fno-tree-loop-distribute-patterns \
+                   -Wall -Wextra -Werror -Ilibcommon
+$(B)/parasite/pages.bin: libcommon/parasite/pages.c libcommon/parasite/parasite.ld libcommon/parasite_abi.h
+	@mkdir -p $(B)/parasite
+	$(CC) $(PARASITE_CFLAGS) -c $< -o $(B)/parasite/pages.o
+	$(LD) --no-dynamic-linker -nostdlib -T libcommon/parasite/parasite.ld -o $(B)/parasite/pages.elf $(B)/parasite/pages.o
+	@if readelf -r $(B)/parasite/pages.elf | grep -q 'Relocation section'; then echo "parasite: has relocations"; exit 1; fi
+	objcopy -O binary -j .text $(B)/parasite/pages.elf $@
+
+$(B)/parasite/blob.o: libcommon/parasite/blob.S $(B)/parasite/pages.bin
+	$(CC) -c -Wa,-I$(B)/parasite $< -o $@
 
 $(B)/libck.a: $(LIB_OBJ)
 	ar rcs $@ $^

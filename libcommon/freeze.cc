@@ -26,6 +26,7 @@
 #include "proc.h"
 #include "ptrace.h"
 #include "stream.h"
+#include "tracer.h"
 
 CK_LOG_MODULE("freeze");
 
@@ -453,13 +454,22 @@ int freeze_tree(const FreezeOptions& o) {
   int out_fd = 1;
   ScopedFd pipe_w;
   pid_t child = -1;
+  // Declared after `tree`: every parasite is out before the tree resumes.
+  std::unique_ptr<TracerService> tracer;
   if (!o.command.empty()) {
+    std::map<pid_t, pid_t> live;
+    for (pid_t p : tree.procs)
+      if (!tree.zombies.count(p) && !tree.threads[p].empty()) live[p] = tree.threads[p].front();
+    tracer = std::make_unique<TracerService>(std::move(live));
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0) throw_errno("unable to create a pipe");
     child = fork();
     if (child < 0) throw_errno("unable to fork");
     if (child == 0) {
       dup2(p[0], 0);
+      int tfd = tracer->command_fd();
+      ::fcntl(tfd, F_SETFD, 0);
+      ::setenv(kTracerEnv, std::to_string(tfd).c_str(), 1);
       std::vector<char*> argv;
       for (auto& a : o.command) argv.push_back(const_cast<char*>(a.c_str()));
       argv.push_back(nullptr);
@@ -468,6 +478,7 @@ int freeze_tree(const FreezeOptions& o) {
       _exit(127);
     }
     ::close(p[0]);
+    tracer->close_command_fd();
     pipe_w.reset(p[1]);
     out_fd = p[1];
   }
@@ -513,7 +524,8 @@ int freeze_tree(const FreezeOptions& o) {
   LOG_INFO("recorded the tree in %.3f ms", (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
   if (child > 0) {
     pipe_w.reset();
-    status = wait_status(child);
+    int st = tracer->serve_until_exit(child);
+    status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
   }
   if (status != 0) {
     LOG_WARN("'%s' exited with status %d: the tree resumes as it was", o.command[0].c_str(), status);

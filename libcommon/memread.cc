@@ -19,6 +19,9 @@
 #include "proc.h"
 #include "pagemap_scan.h"
 #include "track.h"
+#include "tracer.h"
+#include "parasite_abi.h"
+#include "ptrace.h"
 #include "vma.h"
 
 CK_LOG_MODULE("memread");
@@ -103,12 +106,19 @@ std::vector<pid_t> list_tree(pid_t root) {
 
 MemReader::MemReader(StreamWriter& w, size_t buffer_bytes) : w_(w) {
   cap_ = std::max<size_t>(buffer_bytes / kPageSize, 1) * kPageSize;
+  limit_ = cap_;
   buf_ = static_cast<char*>(std::aligned_alloc(kPageSize, cap_));
   if (!buf_) fail("unable to allocate the page buffer");
   bad_.assign(cap_ / kPageSize, 0);
 }
 
 MemReader::~MemReader() { std::free(buf_); }
+
+void MemReader::use_tracer(TracerClient* t) {
+  tracer_ = t;
+  // A batch is one parasite run: at most one full pipe.
+  if (t) limit_ = std::min<size_t>(cap_, CK_PARASITE_MAX_PAGES * kPageSize);
+}
 
 int MemReader::mem_fd() {
   if (!mem_.valid()) {
@@ -168,10 +178,11 @@ void MemReader::dump(const std::vector<pid_t>& pids) {
       }
       dump_process(pids[i], layouts[i], modes);
     });
-  LOG_INFO("%lu vmas, %lu pages in %lu runs, %lu zero pages in %lu zero runs, %lu shared objects, %lu unreadable",
+  LOG_INFO("%lu vmas, %lu pages in %lu runs, %lu zero pages in %lu zero runs, %lu shared objects, %lu unreadable, "
+           "%lu batches through the page parasite",
            (unsigned long)stats_.vmas, (unsigned long)stats_.pages, (unsigned long)stats_.runs,
            (unsigned long)stats_.zero_pages, (unsigned long)stats_.zero_runs, (unsigned long)stats_.objects,
-           (unsigned long)stats_.unreadable);
+           (unsigned long)stats_.unreadable, (unsigned long)stats_.in_place);
 }
 
 void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const std::vector<uint8_t>& modes) {
@@ -205,6 +216,7 @@ void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const std::v
   for (size_t vi = 0; vi < vmas.size(); ++vi) {
     const pb::Vma& v = vmas[vi];
     ++stats_.vmas;
+    readable_ = (v.prot() & PROT_READ) != 0;
     LOG_DEBUG("pid %d vma %s kind %s%s%s", pid, format_vma(v).c_str(), pb::VmaKind_Name(v.kind()).c_str(),
               v.shmid() ? strf(" shmid %#lx", (unsigned long)v.shmid()).c_str() : "",
               v.contents_elsewhere() ? " (contents elsewhere)" : "");
@@ -236,6 +248,7 @@ void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const std::v
     scan(v.start(), v.end(), true, v.start(), 0);
   }
   flush();
+  if (tracer_) end_session();
   emit_gone(pid);
   pagemap_.reset();
   mem_.reset();
@@ -397,13 +410,14 @@ void MemReader::scan_pagemap_file(uint64_t start, uint64_t end, bool anon_only, 
 
 void MemReader::queue(uint64_t remote, uint64_t len, uint64_t label, uint64_t shmid) {
   while (len) {
-    if (used_ == cap_ || segs_.size() == IOV_MAX) flush();
-    uint64_t take = std::min<uint64_t>(len, cap_ - used_);
+    if (used_ == limit_ || segs_.size() == (tracer_ ? CK_PARASITE_MAX_SEGS : IOV_MAX)) flush();
+    uint64_t take = std::min<uint64_t>(len, limit_ - used_);
     Segment* last = segs_.empty() ? nullptr : &segs_.back();
-    if (last && !split_ && last->remote + last->len == remote && last->label + last->len == label && last->shmid == shmid)
+    if (last && !split_ && last->remote + last->len == remote && last->label + last->len == label &&
+        last->shmid == shmid && last->in_place == readable_)
       last->len += take;
     else
-      segs_.push_back({remote, label, shmid, used_, take});
+      segs_.push_back({remote, label, shmid, used_, take, readable_});
     split_ = false;
     used_ += take;
     remote += take;
@@ -440,8 +454,110 @@ void MemReader::read_slow(const Segment& s) {
   }
 }
 
+void MemReader::end_session() {
+  if (sess_.pipe.valid()) {
+    try {
+      tracer_->close(pid_);
+    } catch (const Error& e) {
+      LOG_WARN("pid %d: %s", pid_, e.what());
+    }
+  }
+  sess_ = Session();
+}
+
+bool MemReader::flush_in_place() {
+  for (const auto& s : segs_)
+    if (!s.in_place) return false;
+  if (!sess_.tried) {
+    sess_.tried = true;
+    try {
+      TracerClient::Opened o = tracer_->open(pid_);
+      if (o.pipe_size < limit_) {
+        LOG_DEBUG("pid %d: parasite pipe of %zu bytes: reading instead", pid_, o.pipe_size);
+        sess_.pipe = std::move(o.pipe);
+        end_session();
+        sess_.tried = true;
+        return false;
+      }
+      sess_.args = o.args, sess_.remote_pipe = o.remote_pipe, sess_.pipe = std::move(o.pipe);
+    } catch (const Error& e) {
+      LOG_DEBUG("pid %d: no parasite (%s): reading its memory instead", pid_, e.what());
+      return false;
+    }
+  }
+  if (!sess_.pipe.valid()) return false;
+
+  // The batch, into the target; the parasite's runs, back.
+  static_assert(offsetof(ck_parasite_args, runs) > offsetof(ck_parasite_args, segs), "args layout");
+  ck_parasite_args a;
+  a.magic = CK_PARASITE_MAGIC, a.version = CK_PARASITE_VERSION;
+  a.pipe_fd = sess_.remote_pipe;
+  a.flags = __builtin_cpu_supports("avx2") ? CK_PARASITE_AVX2 : 0;
+  a.nsegs = static_cast<uint32_t>(segs_.size());
+  a.nruns = 0, a.spliced = 0;
+  for (size_t i = 0; i < segs_.size(); ++i) a.segs[i] = {segs_[i].remote, segs_[i].len / kPageSize};
+  write_mem(pid_, sess_.args, &a, offsetof(ck_parasite_args, segs) + segs_.size() * sizeof(ck_parasite_seg));
+  long n;
+  try {
+    n = tracer_->run(pid_);
+  } catch (const Error& e) {
+    LOG_WARN("pid %d: %s: reading its memory instead", pid_, e.what());
+    sess_.pipe.reset();  // the tracer took it out
+    return false;
+  }
+  if (n < 0) {
+    LOG_WARN("pid %d: the parasite failed: %s: reading its memory instead", pid_, std::strerror(static_cast<int>(-n)));
+    end_session();
+    sess_.tried = true;
+    return false;
+  }
+  read_mem(pid_, sess_.args, &a, offsetof(ck_parasite_args, runs));
+  if (a.nruns > CK_PARASITE_MAX_PAGES) fail(strf("pid %d: the parasite reports %u runs", pid_, a.nruns));
+  read_mem(pid_, sess_.args + offsetof(ck_parasite_args, runs), a.runs, a.nruns * sizeof(ck_parasite_run));
+
+  pb::PageRun run;
+  run.set_pid(static_cast<uint32_t>(pid_));
+  run.set_round(round_);
+  size_t seg = 0, seg_first = 0;  // segment of the run, and its first page in the batch
+  uint64_t pages = 0, spliced = 0;
+  for (uint32_t i = 0; i < a.nruns; ++i) {
+    const ck_parasite_run& r = a.runs[i];
+    while (seg < segs_.size() && r.page >= seg_first + segs_[seg].len / kPageSize) seg_first += segs_[seg++].len / kPageSize;
+    if (seg == segs_.size() || r.page != pages || r.npages == 0 ||
+        r.page + r.npages > seg_first + segs_[seg].len / kPageSize)
+      fail(strf("pid %d: the parasite's run %u does not fit the batch", pid_, i));
+    pages += r.npages;
+    const Segment& s = segs_[seg];
+    run.set_addr(s.label + (r.page - seg_first) * kPageSize);
+    run.set_npages(r.npages);
+    run.set_shmid(s.shmid);
+    run.set_has_payload(!r.zero);
+    if (r.zero) {
+      run.clear_digest();
+      ++stats_.zero_runs;
+      stats_.zero_pages += r.npages;
+      w_.pages(run, nullptr, 0);
+    } else {
+      uint64_t len = uint64_t{r.npages} * kPageSize;
+      run.set_digest(Ck64::from_state(r.a, r.b, len).digest());
+      ++stats_.runs;
+      stats_.pages += r.npages;
+      spliced += len;
+      w_.pages_spliced(run, sess_.pipe.get());
+    }
+  }
+  if (pages * kPageSize != used_ || spliced != static_cast<uint64_t>(n))
+    fail(strf("pid %d: the parasite took %lu pages and spliced %ld bytes of a batch of %zu bytes", pid_,
+              static_cast<unsigned long>(pages), n, used_));
+  ++stats_.in_place;
+  segs_.clear();
+  used_ = 0;
+  return true;
+}
+
 void MemReader::flush() {
   if (segs_.empty()) return;
+  if (tracer_ && flush_in_place()) return;
   struct iovec remote[IOV_MAX];
   for (size_t i = 0; i < segs_.size(); ++i) remote[i] = {reinterpret_cast<void*>(segs_[i].remote), segs_[i].len};
   struct iovec local = {buf_, used_};
@@ -762,6 +878,9 @@ int run_memread(const MemreadOptions& o, int in_fd, int out_fd) {
     return 0;
   }
   MemReader m(w, o.buffer_bytes);
+  std::unique_ptr<TracerClient> tracer;
+  if (!o.no_parasite) tracer = TracerClient::from_env();
+  m.use_tracer(tracer.get());
   m.dump(pids);
   w.finish();
   return 0;

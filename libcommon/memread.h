@@ -22,11 +22,13 @@
 #include "stream.h"
 
 namespace ck {
+class TracerClient;
 
 struct MemreadOptions {
   pid_t pid = 0;                   // 0: pipeline mode (stdin is a stream)
   bool tree = false;               // with pid: every descendant too
   size_t buffer_bytes = 4u << 20;  // the one page buffer
+  bool no_parasite = false;        // never ask the tracer (ck-freeze) for the page parasite
   // Pre-dump rounds (see track.h).
   bool track = false;              // arm write tracking, copy everything (round 1)
   bool dirty = false;              // copy what was written since the last round
@@ -58,6 +60,7 @@ struct MemStats {
   uint64_t gone_pages = 0;    // dirty rounds: pages of tracked VMAs holding nothing of their own now
   uint64_t unreadable = 0;    // present pages neither read path could read
   uint64_t objects = 0;       // shared objects dumped
+  uint64_t in_place = 0;      // batches sent through the page parasite
 };
 
 class MemReader {
@@ -88,6 +91,11 @@ class MemReader {
   // present page).  Without a planner every VMA is copied whole.
   using Planner = std::function<void(pid_t, std::vector<pb::Vma>&, std::vector<uint8_t>&)>;
   void set_planner(Planner p) { planner_ = std::move(p); }
+  // Under a tracer (ck-freeze), page data goes out without a copy: the
+  // tracer runs the page parasite in the target, which vmsplices the pages
+  // into a pipe that is spliced to the output (see parasite.h, tracer.h).
+  // Without one, or where the parasite cannot go, process_vm_readv.
+  void use_tracer(TracerClient* t);
 
  private:
   struct Segment {        // one piece of the buffer
@@ -95,6 +103,13 @@ class MemReader {
     uint64_t label;       // PageRun.addr (address, or offset into the object)
     uint64_t shmid;
     size_t off, len;      // in the buffer
+    bool in_place;        // readable memory: the parasite may take it
+  };
+  struct Session {        // the page parasite in pid_, through the tracer
+    bool tried = false;
+    uint64_t args = 0;
+    int remote_pipe = -1;
+    ScopedFd pipe;        // valid: the parasite is in
   };
   struct Object {
     ScopedFd fd;          // the object through /proc/PID/map_files (if it opened)
@@ -119,6 +134,8 @@ class MemReader {
   void scan_pagemap_file(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base, uint64_t shmid);
   void queue(uint64_t remote, uint64_t len, uint64_t label, uint64_t shmid);
   void flush();
+  bool flush_in_place();  // false: not done, read the batch instead
+  void end_session();
   void read_slow(const Segment& s);  // /proc/PID/mem, page by page if need be
   void dump_object(const pb::Vma& v, Object& obj);
   void emit(const char* data, uint64_t label, uint64_t npages, uint64_t shmid);
@@ -130,6 +147,10 @@ class MemReader {
   std::vector<Segment> segs_;
   size_t used_ = 0;
   bool split_ = true;  // the next queued range starts a new segment (a new VMA)
+  bool readable_ = true;  // the VMA being scanned can be read in place
+  size_t limit_;          // bytes per batch
+  TracerClient* tracer_ = nullptr;
+  Session sess_;
   std::vector<uint8_t> bad_;  // per buffer page: unreadable
   pid_t pid_ = 0;
   ScopedFd pagemap_, mem_;

@@ -55,11 +55,18 @@ counter_of() { info counter "$1"; }
 
 @test "a stage killed with SIGKILL midway leaves the tree running" {
   start_wl counter 256
-  # ck-memread blocks on a full pipe, is killed, and ck-store sees the cut
-  run ck-freeze -t "$WPID" -- sh -c '{ ck-memread <&3 & echo $! > "$0.pid"; wait; } 3<&0 |
+  proc_state "$WPID" > "$T/before"
+  # ck-memread blocks on a full pipe (the page parasite in the target), is
+  # killed, and ck-store sees the cut
+  CK_LOG=tracer:debug run ck-freeze -t "$WPID" -- sh -c '{ ck-memread <&3 & echo $! > "$0.pid"; wait; } 3<&0 |
       { sleep 0.3; kill -9 "$(cat "$0.pid")"; ck-store put -D "$0"; }' "$T/img"
   assert_failure 3
   assert_output --partial "truncated"
+  assert_output --partial "a stage hung up: taking out its 1 parasites"
+  # Nothing of it stays: maps, fds, signal masks as before.
+  proc_state "$WPID" > "$T/after"
+  run diff -u "$T/before" "$T/after"
+  assert_success
   ! any_stopped "$WPID"
   [ -d /proc/"$WPID" ]
   check_wl counter "$WPID"

@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
   app.add_flag("--tree", m.tree, "with -t: every descendant of PID too");
   app.add_option("--buffer-kib", buffer_kib, "size of the page buffer in KiB (default 4096)")
       ->check(CLI::Range(4, 1 << 20));
+  app.add_flag("--no-parasite", m.no_parasite,
+               "in a pipeline under ck-freeze: copy pages with process_vm_readv, not through the page parasite");
   auto* track = app.add_flag("--track", m.track, "with -t: arm write tracking (brief freeze), then copy every page");
   auto* dirty = app.add_flag("--dirty", m.dirty, "copy only pages written since the last --track/--dirty round");
   auto* untrack = app.add_flag("--untrack", m.untrack, "with -t: end write tracking of PID");

@@ -1,0 +1,88 @@
+// The tracer service: how a stage that is not the tracer gets work done
+// inside a frozen task.  ck-freeze, which holds every thread of the tree in
+// a ptrace stop, gives its COMMAND a socket (its number in the environment
+// variable CK_TRACER_FD).  A stage connects by sending one end of a fresh
+// socket pair over it, then asks on that private connection, one request,
+// one reply:
+//   OPEN pid   put the page parasite into pid: reply with the args address
+//              in pid, the target's pipe fd number and our end of the pipe
+//              (passed along with the reply)
+//   RUN pid    run the parasite once on the args the stage wrote there
+//   CLOSE pid  take it out again
+// Whatever a connection left open is taken out when it closes, and all of
+// it before ck-freeze commits or rolls back.  See parasite.h.
+#pragma once
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "fd.h"
+
+namespace ck {
+
+class Parasite;
+constexpr char kTracerEnv[] = "CK_TRACER_FD";
+
+struct TracerMsg {
+  uint32_t op = 0;
+  int32_t pid = 0;
+  int64_t result = 0;  // RUN: the parasite's result; -1 with error[] set: refused or failed
+  uint64_t args = 0;
+  int32_t remote_pipe = -1;
+  uint32_t pipe_size = 0;
+  char error[256] = {};
+};
+
+// ck-freeze's side.
+class TracerService {
+ public:
+  // procs: the frozen processes a stage may ask about, each with a thread
+  // in a ptrace stop of ours.
+  explicit TracerService(std::map<pid_t, pid_t> procs);
+  ~TracerService();
+  int command_fd() const { return theirs_.get(); }  // give to COMMAND, then close_command_fd()
+  void close_command_fd() { theirs_.reset(); }
+  // Serves requests until `child` exits; returns its wait status.
+  int serve_until_exit(pid_t child);
+  void shutdown();  // takes every parasite out
+
+ private:
+  struct Conn;
+  void accept();
+  bool serve(Conn& c);  // false: the connection is gone
+  TracerMsg handle(Conn& c, const TracerMsg& req, int* pass_fd);
+
+  std::map<pid_t, pid_t> procs_;
+  ScopedFd ours_, theirs_;
+  std::vector<std::unique_ptr<Conn>> conns_;
+  std::set<pid_t> busy_;  // processes with a parasite in them
+};
+
+// A stage's side.
+class TracerClient {
+ public:
+  // Connects to the tracer named in the environment; nullptr without one.
+  static std::unique_ptr<TracerClient> from_env();
+  explicit TracerClient(int conn) : conn_(conn) {}
+
+  struct Opened {
+    uint64_t args = 0;
+    int remote_pipe = -1;
+    ScopedFd pipe;
+    size_t pipe_size = 0;
+  };
+  Opened open(pid_t pid);  // throws Error with the tracer's message
+  long run(pid_t pid);
+  void close(pid_t pid);
+
+ private:
+  TracerMsg call(const TracerMsg& req, ScopedFd* fd_out);
+  ScopedFd conn_;
+};
+
+}  // namespace ck

@@ -1,6 +1,7 @@
 #include "memread.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -106,7 +107,6 @@ std::vector<pid_t> list_tree(pid_t root) {
 
 MemReader::MemReader(StreamWriter& w, size_t buffer_bytes) : w_(w) {
   cap_ = std::max<size_t>(buffer_bytes / kPageSize, 1) * kPageSize;
-  limit_ = cap_;
   buf_ = static_cast<char*>(std::aligned_alloc(kPageSize, cap_));
   if (!buf_) fail("unable to allocate the page buffer");
   bad_.assign(cap_ / kPageSize, 0);
@@ -114,11 +114,9 @@ MemReader::MemReader(StreamWriter& w, size_t buffer_bytes) : w_(w) {
 
 MemReader::~MemReader() { std::free(buf_); }
 
-void MemReader::use_tracer(TracerClient* t) {
-  tracer_ = t;
-  // A batch is one parasite run: at most one full pipe.
-  if (t) limit_ = std::min<size_t>(cap_, CK_PARASITE_MAX_PAGES * kPageSize);
-}
+void MemReader::use_tracer(TracerClient* t) { tracer_ = t; }
+
+bool MemReader::in_place_now() const { return tracer_ && readable_ && !(sess_.tried && !sess_.pages.valid()); }
 
 int MemReader::mem_fd() {
   if (!mem_.valid()) {
@@ -409,15 +407,25 @@ void MemReader::scan_pagemap_file(uint64_t start, uint64_t end, bool anon_only, 
 }
 
 void MemReader::queue(uint64_t remote, uint64_t len, uint64_t label, uint64_t shmid) {
+  // A batch is read one way: through the parasite (no buffer, up to one
+  // parasite run) or into the buffer.
+  bool in_place = in_place_now();
+  if (!segs_.empty() && segs_.back().in_place != in_place) flush();
   while (len) {
-    if (used_ == limit_ || segs_.size() == (tracer_ ? CK_PARASITE_MAX_SEGS : IOV_MAX)) flush();
-    uint64_t take = std::min<uint64_t>(len, limit_ - used_);
+    in_place = in_place_now();  // a flush may have ended the parasite
+    size_t limit = in_place ? kParasiteBatch : cap_;
+    size_t max_segs = in_place ? CK_PARASITE_MAX_SEGS : IOV_MAX;
+    if (used_ >= limit || segs_.size() == max_segs) {
+      flush();
+      continue;
+    }
+    uint64_t take = std::min<uint64_t>(len, limit - used_);
     Segment* last = segs_.empty() ? nullptr : &segs_.back();
     if (last && !split_ && last->remote + last->len == remote && last->label + last->len == label &&
-        last->shmid == shmid && last->in_place == readable_)
+        last->shmid == shmid && last->in_place == in_place)
       last->len += take;
     else
-      segs_.push_back({remote, label, shmid, used_, take, readable_});
+      segs_.push_back({remote, label, shmid, used_, take, in_place});
     split_ = false;
     used_ += take;
     remote += take;
@@ -455,7 +463,7 @@ void MemReader::read_slow(const Segment& s) {
 }
 
 void MemReader::end_session() {
-  if (sess_.pipe.valid()) {
+  if (sess_.pages.valid()) {
     try {
       tracer_->close(pid_);
     } catch (const Error& e) {
@@ -465,99 +473,163 @@ void MemReader::end_session() {
   sess_ = Session();
 }
 
-bool MemReader::flush_in_place() {
-  for (const auto& s : segs_)
-    if (!s.in_place) return false;
-  if (!sess_.tried) {
-    sess_.tried = true;
-    try {
-      TracerClient::Opened o = tracer_->open(pid_);
-      if (o.pipe_size < limit_) {
-        LOG_DEBUG("pid %d: parasite pipe of %zu bytes: reading instead", pid_, o.pipe_size);
-        sess_.pipe = std::move(o.pipe);
-        end_session();
-        sess_.tried = true;
-        return false;
-      }
-      sess_.args = o.args, sess_.remote_pipe = o.remote_pipe, sess_.pipe = std::move(o.pipe);
-    } catch (const Error& e) {
-      LOG_DEBUG("pid %d: no parasite (%s): reading its memory instead", pid_, e.what());
-      return false;
-    }
-  }
-  if (!sess_.pipe.valid()) return false;
-
-  // The batch, into the target; the parasite's runs, back.
-  static_assert(offsetof(ck_parasite_args, runs) > offsetof(ck_parasite_args, segs), "args layout");
-  ck_parasite_args a;
-  a.magic = CK_PARASITE_MAGIC, a.version = CK_PARASITE_VERSION;
-  a.pipe_fd = sess_.remote_pipe;
-  a.flags = __builtin_cpu_supports("avx2") ? CK_PARASITE_AVX2 : 0;
-  a.nsegs = static_cast<uint32_t>(segs_.size());
-  a.nruns = 0, a.spliced = 0;
-  for (size_t i = 0; i < segs_.size(); ++i) a.segs[i] = {segs_[i].remote, segs_[i].len / kPageSize};
-  write_mem(pid_, sess_.args, &a, offsetof(ck_parasite_args, segs) + segs_.size() * sizeof(ck_parasite_seg));
-  long n;
+bool MemReader::open_session() {
+  sess_.tried = true;
   try {
-    n = tracer_->run(pid_);
+    TracerClient::Opened o = tracer_->open(pid_);
+    sess_.args = o.args;
+    for (int i = 0; i < 3; ++i) sess_.remote[i] = o.remote[i];
+    sess_.pages = std::move(o.pages), sess_.bell = std::move(o.bell), sess_.ack = std::move(o.ack);
+    if (o.pipe_size < CK_PARASITE_CHUNK_PAGES * kPageSize) {
+      LOG_DEBUG("pid %d: parasite pipe of %zu bytes: reading instead", pid_, o.pipe_size);
+      end_session();
+      sess_.tried = true;
+    }
   } catch (const Error& e) {
-    LOG_WARN("pid %d: %s: reading its memory instead", pid_, e.what());
-    sess_.pipe.reset();  // the tracer took it out
-    return false;
+    LOG_DEBUG("pid %d: no parasite (%s): reading its memory instead", pid_, e.what());
   }
-  if (n < 0) {
-    LOG_WARN("pid %d: the parasite failed: %s: reading its memory instead", pid_, std::strerror(static_cast<int>(-n)));
-    end_session();
-    sess_.tried = true;
-    return false;
+  return sess_.pages.valid();
+}
+
+size_t MemReader::run_parasite(std::string* failure) {
+  size_t total = used_ / kPageSize;
+  size_t nchunks = (total + CK_PARASITE_CHUNK_PAGES - 1) / CK_PARASITE_CHUNK_PAGES;
+  {
+    ck_parasite_args a;
+    a.magic = CK_PARASITE_MAGIC, a.version = CK_PARASITE_VERSION;
+    a.pipe_fd = sess_.remote[0], a.bell_fd = sess_.remote[1], a.ack_fd = sess_.remote[2];
+    a.flags = __builtin_cpu_supports("avx2") ? CK_PARASITE_AVX2 : 0;
+    a.nsegs = static_cast<uint32_t>(segs_.size());
+    a.pad = 0;
+    a.result = 0;
+    write_mem(pid_, sess_.args, &a, offsetof(ck_parasite_args, slots));
+    std::vector<ck_parasite_seg> segs(segs_.size());
+    for (size_t i = 0; i < segs_.size(); ++i) segs[i] = {segs_[i].remote, segs_[i].len / kPageSize};
+    write_mem(pid_, sess_.args + offsetof(ck_parasite_args, segs), segs.data(), segs.size() * sizeof segs[0]);
   }
-  read_mem(pid_, sess_.args, &a, offsetof(ck_parasite_args, runs));
-  if (a.nruns > CK_PARASITE_MAX_PAGES) fail(strf("pid %d: the parasite reports %u runs", pid_, a.nruns));
-  read_mem(pid_, sess_.args + offsetof(ck_parasite_args, runs), a.runs, a.nruns * sizeof(ck_parasite_run));
+  tracer_->start_run(pid_);
+  bool ended = false;
+  long result = 0;
+  auto end_run = [&] {
+    ended = true;
+    try {
+      result = tracer_->finish_run();
+    } catch (const Error& e) {
+      *failure = e.what();
+      sess_.pages.reset();  // the tracer took the parasite out
+    }
+  };
 
   pb::PageRun run;
   run.set_pid(static_cast<uint32_t>(pid_));
   run.set_round(round_);
   size_t seg = 0, seg_first = 0;  // segment of the run, and its first page in the batch
-  uint64_t pages = 0, spliced = 0;
-  for (uint32_t i = 0; i < a.nruns; ++i) {
-    const ck_parasite_run& r = a.runs[i];
-    while (seg < segs_.size() && r.page >= seg_first + segs_[seg].len / kPageSize) seg_first += segs_[seg++].len / kPageSize;
-    if (seg == segs_.size() || r.page != pages || r.npages == 0 ||
-        r.page + r.npages > seg_first + segs_[seg].len / kPageSize)
-      fail(strf("pid %d: the parasite's run %u does not fit the batch", pid_, i));
-    pages += r.npages;
-    const Segment& s = segs_[seg];
-    run.set_addr(s.label + (r.page - seg_first) * kPageSize);
-    run.set_npages(r.npages);
-    run.set_shmid(s.shmid);
-    run.set_has_payload(!r.zero);
-    if (r.zero) {
-      run.clear_digest();
-      ++stats_.zero_runs;
-      stats_.zero_pages += r.npages;
-      w_.pages(run, nullptr, 0);
-    } else {
-      uint64_t len = uint64_t{r.npages} * kPageSize;
-      run.set_digest(Ck64::from_state(r.a, r.b, len).digest());
-      ++stats_.runs;
-      stats_.pages += r.npages;
-      spliced += len;
-      w_.pages_spliced(run, sess_.pipe.get());
+  size_t page = 0;                // pages emitted
+  uint64_t spliced = 0;
+  slot_.resize(sizeof(ck_parasite_slot));
+  auto* sl = reinterpret_cast<ck_parasite_slot*>(slot_.data());
+  for (size_t k = 0; k < nchunks && !ended; ++k) {
+    // The chunk's bell, or the end of the run (which rings every bell first).
+    for (;;) {
+      struct pollfd p[2] = {{sess_.bell.get(), POLLIN, 0}, {tracer_->fd(), POLLIN, 0}};
+      if (::poll(p, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        throw_errno("unable to poll");
+      }
+      if (p[0].revents & POLLIN) break;
+      if (p[1].revents) {
+        end_run();
+        break;
+      }
     }
+    if (ended) break;
+    char b;
+    if (::read(sess_.bell.get(), &b, 1) != 1) throw_errno(strf("pid %d: unable to read the parasite's bell", pid_));
+    uint64_t at = sess_.args + offsetof(ck_parasite_args, slots) + (k % CK_PARASITE_SLOTS) * sizeof(ck_parasite_slot);
+    read_mem(pid_, at, sl, offsetof(ck_parasite_slot, runs));
+    if (sl->chunk != k || sl->nruns == 0 || sl->nruns > CK_PARASITE_CHUNK_PAGES)
+      fail(strf("pid %d: the parasite's slot holds chunk %u with %u runs, not chunk %zu", pid_, sl->chunk, sl->nruns, k));
+    read_mem(pid_, at + offsetof(ck_parasite_slot, runs), sl->runs, sl->nruns * sizeof(ck_parasite_run));
+    for (uint32_t i = 0; i < sl->nruns; ++i) {
+      const ck_parasite_run& r = sl->runs[i];
+      while (seg < segs_.size() && r.page >= seg_first + segs_[seg].len / kPageSize)
+        seg_first += segs_[seg++].len / kPageSize;
+      if (seg == segs_.size() || r.page != page || r.npages == 0 ||
+          r.page + r.npages > seg_first + segs_[seg].len / kPageSize)
+        fail(strf("pid %d: the parasite's run %u of chunk %zu does not fit the batch", pid_, i, k));
+      page += r.npages;
+      const Segment& s = segs_[seg];
+      run.set_addr(s.label + (r.page - seg_first) * kPageSize);
+      run.set_npages(r.npages);
+      run.set_shmid(s.shmid);
+      run.set_has_payload(!r.zero);
+      if (r.zero) {
+        run.clear_digest();
+        ++stats_.zero_runs;
+        stats_.zero_pages += r.npages;
+        w_.pages(run, nullptr, 0);
+      } else {
+        uint64_t len = uint64_t{r.npages} * kPageSize;
+        run.set_digest(Ck64::from_state(r.a, r.b, len).digest());
+        ++stats_.runs;
+        stats_.pages += r.npages;
+        spliced += len;
+        w_.pages_spliced(run, sess_.pages.get());
+      }
+    }
+    if (page != std::min(total, (k + 1) * CK_PARASITE_CHUNK_PAGES))
+      fail(strf("pid %d: the parasite's chunk %zu ends at page %zu", pid_, k, page));
+    if (k + CK_PARASITE_SLOTS < nchunks && ::write(sess_.ack.get(), "a", 1) != 1)
+      throw_errno(strf("pid %d: unable to ack the parasite", pid_));
   }
-  if (pages * kPageSize != used_ || spliced != static_cast<uint64_t>(n))
-    fail(strf("pid %d: the parasite took %lu pages and spliced %ld bytes of a batch of %zu bytes", pid_,
-              static_cast<unsigned long>(pages), n, used_));
-  ++stats_.in_place;
+  if (!ended) end_run();
+  if (failure->empty() && result < 0) *failure = strf("the parasite failed: %s", std::strerror(static_cast<int>(-result)));
+  if (failure->empty() && (page != total || static_cast<uint64_t>(result) != spliced))
+    fail(strf("pid %d: the parasite spliced %ld bytes, %lu pages of %zu came out", pid_, result,
+              static_cast<unsigned long>(page), total));
+  if (failure->empty()) ++stats_.in_place;
+  return page;
+}
+
+bool MemReader::flush_in_place() {
+  if (!segs_.front().in_place) return false;
+  std::string failure;
+  size_t done = 0;
+  if ((sess_.tried || !open_session()) && !sess_.pages.valid())
+    failure = "no parasite";
+  else
+    done = run_parasite(&failure);
+  if (failure.empty()) {
+    segs_.clear();
+    used_ = 0;
+    return true;
+  }
+  if (failure != "no parasite") LOG_WARN("pid %d: %s: reading its memory instead", pid_, failure.c_str());
+  end_session();
+  sess_.tried = true;
+  // What the parasite did not send, through the buffer.
+  std::vector<Segment> rest;
+  size_t skip = done * kPageSize;
+  for (const auto& s : segs_) {
+    if (skip >= s.len) {
+      skip -= s.len;
+      continue;
+    }
+    rest.push_back({s.remote + skip, s.label + skip, s.shmid, 0, s.len - skip, false});
+    skip = 0;
+  }
   segs_.clear();
   used_ = 0;
+  for (const auto& s : rest) {
+    split_ = true;
+    queue(s.remote, s.len, s.label, s.shmid);
+  }
   return true;
 }
 
 void MemReader::flush() {
   if (segs_.empty()) return;
-  if (tracer_ && flush_in_place()) return;
+  if (flush_in_place()) return;
   struct iovec remote[IOV_MAX];
   for (size_t i = 0; i < segs_.size(); ++i) remote[i] = {reinterpret_cast<void*>(segs_[i].remote), segs_[i].len};
   struct iovec local = {buf_, used_};

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "fd.h"
+#include "parasite_abi.h"
 #include "stream.h"
 
 namespace ck {
@@ -108,9 +109,10 @@ class MemReader {
   struct Session {        // the page parasite in pid_, through the tracer
     bool tried = false;
     uint64_t args = 0;
-    int remote_pipe = -1;
-    ScopedFd pipe;        // valid: the parasite is in
+    int remote[3] = {-1, -1, -1};  // its pages, bell and ack fds, in the target
+    ScopedFd pages, bell, ack;     // ours; pages valid: the parasite is in
   };
+  static constexpr size_t kParasiteBatch = size_t{CK_PARASITE_MAX_PAGES} * 4096;
   struct Object {
     ScopedFd fd;          // the object through /proc/PID/map_files (if it opened)
     pid_t owner = 0;
@@ -134,7 +136,15 @@ class MemReader {
   void scan_pagemap_file(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base, uint64_t shmid);
   void queue(uint64_t remote, uint64_t len, uint64_t label, uint64_t shmid);
   void flush();
-  bool flush_in_place();  // false: not done, read the batch instead
+  // The batch through the parasite; false if it is one for the buffer.
+  // Whatever the parasite could not send goes to the buffer.
+  bool flush_in_place();
+  bool in_place_now() const;  // the next range queued goes through the parasite
+  bool open_session();
+  // One parasite run over the batch, its chunks emitted as they come;
+  // returns the pages emitted.  A failure that leaves the stream whole
+  // (between runs) goes to *failure; anything else throws.
+  size_t run_parasite(std::string* failure);
   void end_session();
   void read_slow(const Segment& s);  // /proc/PID/mem, page by page if need be
   void dump_object(const pb::Vma& v, Object& obj);
@@ -148,9 +158,9 @@ class MemReader {
   size_t used_ = 0;
   bool split_ = true;  // the next queued range starts a new segment (a new VMA)
   bool readable_ = true;  // the VMA being scanned can be read in place
-  size_t limit_;          // bytes per batch
   TracerClient* tracer_ = nullptr;
   Session sess_;
+  std::vector<char> slot_;  // one parasite slot, read back
   std::vector<uint8_t> bad_;  // per buffer page: unreadable
   pid_t pid_ = 0;
   ScopedFd pagemap_, mem_;

@@ -1,9 +1,11 @@
 #include "parasite.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,22 +27,51 @@ namespace {
 
 constexpr size_t kPage = 4096;
 constexpr size_t kStack = 64 << 10;
-constexpr size_t kPipeBytes = CK_PARASITE_MAX_PAGES * kPage;
+constexpr size_t kPipeBytes = CK_PARASITE_CHUNK_PAGES * kPage;
+constexpr uint64_t kTrapAt = 6;  // the parasite's int3 is at 5: rip after it
+// The signals a fault of the parasite raises (and its int3).  The kernel
+// resets the handler of such a signal when it is blocked or ignored, so
+// while the parasite is in they are unblocked and at SIG_DFL, and put back
+// after; under ptrace they stop the thread before any default action.
+constexpr int kFaultSignals[] = {SIGTRAP, SIGSEGV, SIGBUS, SIGILL, SIGFPE};
 
 size_t round_up(size_t n) { return (n + kPage - 1) / kPage * kPage; }
 
-// Signals the parasite may meet as faults of its own stay unblocked: a
-// fault on a blocked signal makes the kernel reset that signal's handler.
-// Everything else waits, queued, until the target runs again.
 uint64_t parasite_sigmask() {
   uint64_t m = ~0ull;
-  for (int s : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP}) m &= ~(1ull << (s - 1));
+  for (int s : kFaultSignals) m &= ~(1ull << (s - 1));
   return m;
+}
+
+pid_t pidfd_getfd_from(pid_t pid, int fd, int* err) {
+  ScopedFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd.valid()) {
+    *err = errno;
+    return -1;
+  }
+  int got = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0));
+  *err = errno;
+  return got;
 }
 
 }  // namespace
 
 size_t parasite_blob_size() { return static_cast<size_t>(ck_parasite_blob_end - ck_parasite_blob); }
+
+// A pipe made in the target: it keeps `remote_keep` (0: read end, 1: write
+// end), we take the other through pidfd_getfd (and keep its number there
+// closed).
+void Parasite::take_pipe(int remote_keep, int remote_give, ScopedFd* ours, int* keep_slot) {
+  (void)remote_give;
+  rs_.check("pipe2", SYS_pipe2, args_, O_CLOEXEC);
+  int fds[2];
+  read_mem(pid_, args_, fds, sizeof fds);
+  *keep_slot = fds[remote_keep];
+  int err = 0;
+  ours->reset(pidfd_getfd_from(pid_, fds[1 - remote_keep], &err));
+  rs_.syscall(SYS_close, static_cast<uint64_t>(fds[1 - remote_keep]));
+  if (!ours->valid()) throw_errno(strf("unable to take the parasite's pipe out of pid %d", pid_), err);
+}
 
 Parasite::Parasite(pid_t pid, pid_t tid, uint64_t insn) : pid_(pid), tid_(tid), rs_(tid, insn) {
   xsave_ = get_xsave(tid);
@@ -48,7 +79,7 @@ Parasite::Parasite(pid_t pid, pid_t tid, uint64_t insn) : pid_(pid), tid_(tid), 
   size_t code = round_up(parasite_blob_size());
   size_t args = round_up(sizeof(ck_parasite_args));
   len_ = code + args + kStack;
-  // From here on, the destructor does not run if we throw: undo by hand.
+  // The destructor does not run if we throw from here: undo by hand.
   try {
     base_ = static_cast<uint64_t>(rs_.check("mmap", SYS_mmap, 0, len_, PROT_READ | PROT_WRITE,
                                             MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0));
@@ -56,24 +87,33 @@ Parasite::Parasite(pid_t pid, pid_t tid, uint64_t insn) : pid_(pid), tid_(tid), 
     stack_top_ = base_ + len_ - 64;
     write_mem(pid, base_, ck_parasite_blob, parasite_blob_size());
     rs_.check("mprotect", SYS_mprotect, base_, code, PROT_READ | PROT_EXEC);
-    rs_.check("pipe2", SYS_pipe2, args_, O_CLOEXEC);
-    int fds[2];
-    read_mem(pid, args_, fds, sizeof fds);
-    remote_pipe_ = fds[1];
-    ScopedFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-    if (!pidfd.valid()) throw_errno(strf("unable to open a pidfd for pid %d", pid));
-    pipe_.reset(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fds[0], 0)));
-    int err = errno;
-    rs_.syscall(SYS_close, static_cast<uint64_t>(fds[0]));
-    if (!pipe_.valid()) throw_errno(strf("unable to take the parasite's pipe out of pid %d", pid), err);
-    int got = ::fcntl(pipe_.get(), F_SETPIPE_SZ, static_cast<int>(kPipeBytes));
+    take_pipe(1, 0, &pages_, &remote_[0]);  // the target writes pages
+    take_pipe(1, 0, &bell_, &remote_[1]);   // and bells
+    take_pipe(0, 1, &ack_, &remote_[2]);    // and reads acks
+    int got = ::fcntl(pages_.get(), F_SETPIPE_SZ, static_cast<int>(kPipeBytes));
     pipe_size_ = got > 0 ? static_cast<size_t>(got) : 0;
-    if (pipe_size_ < kPipeBytes) LOG_DEBUG("pid %d: parasite pipe of %zu bytes only", pid, pipe_size_);
+    // Fault signals at SIG_DFL meanwhile (see kFaultSignals).
+    struct {
+      uint64_t handler = 0, flags = 0, restorer = 0, mask = 0;
+    } dfl;
+    uint64_t at = args_ + 64;
+    write_mem(pid, at, &dfl, sizeof dfl);
+    for (int s : kFaultSignals) {
+      rs_.check("rt_sigaction", SYS_rt_sigaction, static_cast<uint64_t>(s), at, at + sizeof dfl, 8);
+      std::string old(sizeof dfl, '\0');
+      read_mem(pid, at + sizeof dfl, old.data(), old.size());
+      old_actions_.push_back({s, old});
+    }
     set_sigmask(tid, parasite_sigmask());
-    mask_set_ = true;  // RemoteSyscalls set PTRACE_O_TRACESYSGOOD: syscall stops say SIGTRAP|0x80
+    mask_set_ = true;
   } catch (...) {
     if (mask_set_) set_sigmask(tid, sigmask_);
-    if (remote_pipe_ >= 0) rs_.syscall(SYS_close, static_cast<uint64_t>(remote_pipe_));
+    for (auto& [s, old] : old_actions_) {
+      write_mem(pid, args_ + 64, old.data(), old.size());
+      rs_.syscall(SYS_rt_sigaction, static_cast<uint64_t>(s), args_ + 64, 0, 8);
+    }
+    for (int fd : remote_)
+      if (fd >= 0) rs_.syscall(SYS_close, static_cast<uint64_t>(fd));
     if (base_) rs_.syscall(SYS_munmap, base_, len_);
     throw;
   }
@@ -82,11 +122,15 @@ Parasite::Parasite(pid_t pid, pid_t tid, uint64_t insn) : pid_(pid), tid_(tid), 
 }
 
 Parasite::~Parasite() {
-  // Registers first: the syscalls below run from them, and the thread may
-  // have been left anywhere inside the parasite.
+  // Remote syscalls run from the saved registers whatever state the
+  // parasite left the thread in.
   try {
-    set_regs(tid_, rs_.saved());
-    if (remote_pipe_ >= 0) rs_.syscall(SYS_close, static_cast<uint64_t>(remote_pipe_));
+    for (auto& [s, old] : old_actions_) {
+      write_mem(pid_, args_ + 64, old.data(), old.size());
+      rs_.check("rt_sigaction", SYS_rt_sigaction, static_cast<uint64_t>(s), args_ + 64, 0, 8);
+    }
+    for (int fd : remote_)
+      if (fd >= 0) rs_.syscall(SYS_close, static_cast<uint64_t>(fd));
     rs_.syscall(SYS_munmap, base_, len_);
   } catch (const std::exception& e) {
     LOG_ERROR("unable to take the parasite out of pid %d: %s", pid_, e.what());
@@ -100,7 +144,7 @@ Parasite::~Parasite() {
   // rs_ puts the general registers back last.
 }
 
-long Parasite::run() {
+long Parasite::run(int cancel_fd) {
   if (broken_) fail(strf("the parasite in pid %d failed before", pid_));
   broken_ = true;
   user_regs_struct r = rs_.saved();
@@ -111,33 +155,58 @@ long Parasite::run() {
   r.orig_rax = static_cast<uint64_t>(-1);  // no syscall restart on the way in
   r.eflags &= ~(1ul << 10 | 1ul << 8);     // DF and TF clear
   set_regs(tid_, r);
-  long result = 0;
-  bool done = false;
+
+  // Ptrace stops arrive as SIGCHLD: wait for one or for the cancel fd
+  // (SIGCHLD blocked in this thread meanwhile, read from a signalfd).
+  sigset_t chld, old;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, &old);
+  struct MaskBack {
+    sigset_t m;
+    ~MaskBack() { sigprocmask(SIG_SETMASK, &m, nullptr); }
+  } back{old};
+  ScopedFd sfd(::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!sfd.valid()) throw_errno("unable to create a signalfd");
+
+  if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) throw_errno(strf("unable to resume thread %d", tid_));
+  bool cancelled = false;
   for (;;) {
-    if (ptrace(PTRACE_SYSCALL, tid_, 0, 0) != 0) throw_errno(strf("unable to resume thread %d", tid_));
     int st;
-    while (waitpid(tid_, &st, __WALL) < 0)
-      if (errno != EINTR) throw_errno(strf("unable to wait for thread %d", tid_));
-    if (!WIFSTOPPED(st)) fail(strf("pid %d died with the parasite in it", pid_));
-    if (WSTOPSIG(st) != (SIGTRAP | 0x80)) {
+    pid_t w = waitpid(tid_, &st, __WALL | WNOHANG);
+    if (w < 0 && errno != EINTR) throw_errno(strf("unable to wait for thread %d", tid_));
+    if (w == tid_) {
+      if (!WIFSTOPPED(st)) fail(strf("pid %d died with the parasite in it", pid_));
+      if (cancelled) fail(strf("the stage that ran the parasite in pid %d went away", pid_));
       siginfo_t si;
       std::memset(&si, 0, sizeof si);
       ptrace(PTRACE_GETSIGINFO, tid_, 0, &si);
       user_regs_struct at = get_regs(tid_);
+      if (WSTOPSIG(st) == SIGTRAP && (st >> 16) == 0 && si.si_code == SI_KERNEL && at.rip == base_ + kTrapAt) {
+        broken_ = false;
+        LOG_TRACE("pid %d: parasite run = %ld", pid_, static_cast<long>(at.rax));
+        return static_cast<long>(at.rax);
+      }
       fail(strf("the parasite in pid %d got signal %d (%s) at %#lx (parasite at %#lx), address %p", pid_,
                 WSTOPSIG(st), strsignal(WSTOPSIG(st)), static_cast<unsigned long>(at.rip),
                 static_cast<unsigned long>(base_), si.si_addr));
     }
-    user_regs_struct at = get_regs(tid_);
-    if (done) break;  // the exit stop of CK_PARASITE_DONE
-    if (at.orig_rax == CK_PARASITE_DONE && at.rip > base_ && at.rip <= base_ + len_) {
-      result = static_cast<long>(at.rdi);
-      done = true;  // once more, to the syscall's exit
+    struct pollfd p[2] = {{sfd.get(), POLLIN, 0}, {cancel_fd, POLLIN, 0}};
+    // The timeout only matters in a caller with other threads, one of
+    // which may take the SIGCHLD.
+    int n = ::poll(p, cancel_fd >= 0 && !cancelled ? 2 : 1, 10);
+    if (n < 0 && errno != EINTR) throw_errno("unable to poll");
+    if (n > 0 && p[0].revents) {
+      struct signalfd_siginfo ssi;
+      while (::read(sfd.get(), &ssi, sizeof ssi) > 0) {
+      }
+    }
+    if (n > 0 && cancel_fd >= 0 && !cancelled && p[1].revents) {
+      LOG_DEBUG("pid %d: the stage went away: stopping the parasite", pid_);
+      cancelled = true;
+      if (ptrace(PTRACE_INTERRUPT, tid_, 0, 0) != 0) throw_errno(strf("unable to interrupt thread %d", tid_));
     }
   }
-  broken_ = false;
-  LOG_TRACE("pid %d: parasite run = %ld", pid_, result);
-  return result;
 }
 
 }  // namespace ck

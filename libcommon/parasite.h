@@ -2,9 +2,10 @@
 // target to read its pages in place (see libcommon/parasite/pages.c and
 // parasite_abi.h).  A Parasite is a scoped object, like RemoteSyscalls:
 // made, it maps the parasite, its args and a stack into the target and
-// gives the target a pipe; destroyed, it takes all of that away and puts
-// back the thread's registers, XSAVE state and signal mask, so a dump that
-// fails half way leaves the target exactly as it was.
+// gives the target three pipes (pages, bell, ack); destroyed, it takes all
+// of that away and puts back the thread's registers, XSAVE state, signal
+// mask and the dispositions it changed, so a dump that fails half way
+// leaves the target exactly as it was.
 //
 // Only the thread's tracer can make one.  Stages that are not the tracer
 // (ck-memread under ck-freeze) ask the tracer through a TracerClient.
@@ -12,8 +13,8 @@
 #include <sys/types.h>
 
 #include <cstdint>
-#include <memory>
 #include <string>
+#include <vector>
 
 #include "fd.h"
 #include "ptrace.h"
@@ -29,24 +30,38 @@ class Parasite {
   Parasite(const Parasite&) = delete;
   Parasite& operator=(const Parasite&) = delete;
 
+  // The reader's ends, ours (pass them on): pages and bell to read, ack to
+  // write.  The parasite keeps its own copies open, so the target never
+  // meets a pipe without its other end (no SIGPIPE for it).
+  struct Ends {
+    int pages, bell, ack;
+  };
+  Ends ends() const { return {pages_.get(), bell_.get(), ack_.get()}; }
   uint64_t args_addr() const { return args_; }  // struct ck_parasite_args, in the target
-  int pipe_fd() const { return pipe_.get(); }    // our read end of the target's pipe
-  int remote_pipe_fd() const { return remote_pipe_; }  // its write end, in the target (args.pipe_fd)
+  // The target's fd numbers, for the args: pipe_fd, bell_fd, ack_fd.
+  int remote_pages() const { return remote_[0]; }
+  int remote_bell() const { return remote_[1]; }
+  int remote_ack() const { return remote_[2]; }
   size_t pipe_size() const { return pipe_size_; }
-  // Runs the parasite once on the args the caller wrote; returns its
-  // result (bytes spliced or -errno).  Throws if it faults or the thread
-  // dies; the parasite is then unusable (destroy it).
-  long run();
+  // Runs the parasite once on the args the caller wrote, until its int3;
+  // returns its result (bytes spliced or -errno).  If `cancel_fd` (>= 0)
+  // becomes readable or hangs up first, the thread is interrupted and run
+  // throws.  Throws too if the parasite faults or the thread dies; the
+  // parasite is then unusable (destroy it).
+  long run(int cancel_fd = -1);
 
  private:
+  void take_pipe(int remote_keep, int remote_give, ScopedFd* ours, int* keep_slot);
+
   pid_t pid_, tid_;
   RemoteSyscalls rs_;
   std::string xsave_;
   uint64_t sigmask_ = 0;
   bool mask_set_ = false;
+  std::vector<std::pair<int, std::string>> old_actions_;  // put back when done
   uint64_t base_ = 0, len_ = 0, args_ = 0, stack_top_ = 0;
-  int remote_pipe_ = -1;  // the target's write end
-  ScopedFd pipe_;
+  int remote_[3] = {-1, -1, -1};
+  ScopedFd pages_, bell_, ack_;
   size_t pipe_size_ = 0;
   bool broken_ = false;
 };

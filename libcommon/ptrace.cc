@@ -164,6 +164,9 @@ long RemoteSyscalls::syscall(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uin
       throw_errno(strf("unable to wait for thread %d", tid_));
     }
     if (!WIFSTOPPED(st)) fail(strf("thread %d died during a remote syscall", tid_));
+    // An interrupt asked for earlier (or a group stop) taken on the way:
+    // the syscall has not run yet, nothing else ran; go on.
+    if ((st >> 16) == PTRACE_EVENT_STOP) continue;
     struct __ptrace_syscall_info info;
     std::memset(&info, 0, sizeof info);
     long n = ptrace(static_cast<__ptrace_request>(PTRACE_GET_SYSCALL_INFO), tid_, sizeof info, &info);

@@ -23,50 +23,54 @@ namespace {
 
 enum Op : uint32_t { kOpen = 1, kRun = 2, kClose = 3 };
 
-void send_msg(int sock, const void* msg, size_t len, int fd) {
+void send_msg(int sock, const void* msg, size_t len, const std::vector<int>& fds = {}) {
   struct iovec iov = {const_cast<void*>(msg), len};
   struct msghdr mh;
   std::memset(&mh, 0, sizeof mh);
   mh.msg_iov = &iov;
   mh.msg_iovlen = 1;
-  alignas(struct cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
-  if (fd >= 0) {
+  alignas(struct cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * 4)];
+  if (!fds.empty()) {
+    if (fds.size() > 4) fail("internal: too many fds for one message");
     std::memset(ctl, 0, sizeof ctl);
     mh.msg_control = ctl;
-    mh.msg_controllen = sizeof ctl;
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
     struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   }
   while (::sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
     if (errno != EINTR) throw_errno("unable to talk to the tracer");
 }
 
-// Returns the bytes received (0: the other end is gone); *fd gets a passed
-// descriptor, if any.
-size_t recv_msg(int sock, void* msg, size_t len, ScopedFd* fd) {
+// Returns the bytes received (0: the other end is gone); *fds gets the
+// descriptors passed along, if any (closed when fds is null).
+size_t recv_msg(int sock, void* msg, size_t len, std::vector<ScopedFd>* fds) {
   struct iovec iov = {msg, len};
   struct msghdr mh;
   std::memset(&mh, 0, sizeof mh);
   mh.msg_iov = &iov;
   mh.msg_iovlen = 1;
-  alignas(struct cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+  alignas(struct cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * 4)];
   mh.msg_control = ctl;
   mh.msg_controllen = sizeof ctl;
   ssize_t n;
   while ((n = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC)) < 0)
     if (errno != EINTR) throw_errno("unable to talk to the tracer");
-  for (struct cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; ++i) {
       int got;
-      std::memcpy(&got, CMSG_DATA(c), sizeof got);
-      if (fd)
-        fd->reset(got);
+      std::memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
+      if (fds)
+        fds->emplace_back(got);
       else
         ::close(got);
     }
+  }
   return static_cast<size_t>(n);
 }
 
@@ -93,16 +97,16 @@ void TracerService::shutdown() {
 }
 
 void TracerService::accept() {
-  ScopedFd conn;
+  std::vector<ScopedFd> got;
   char hello[8];
-  if (recv_msg(ours_.get(), hello, sizeof hello, &conn) == 0 || !conn.valid()) return;
+  if (recv_msg(ours_.get(), hello, sizeof hello, &got) == 0 || got.size() != 1) return;
   auto c = std::make_unique<Conn>();
-  c->sock = std::move(conn);
+  c->sock = std::move(got[0]);
   conns_.push_back(std::move(c));
   LOG_DEBUG("a stage connected (%zu connections)", conns_.size());
 }
 
-TracerMsg TracerService::handle(Conn& c, const TracerMsg& req, int* pass_fd) {
+TracerMsg TracerService::handle(Conn& c, const TracerMsg& req, std::vector<int>* pass) {
   TracerMsg rep;
   rep.op = req.op;
   rep.pid = req.pid;
@@ -114,9 +118,10 @@ TracerMsg TracerService::handle(Conn& c, const TracerMsg& req, int* pass_fd) {
       if (busy_.count(req.pid)) fail(strf("pid %d has a parasite already", req.pid));
       auto p = std::make_unique<Parasite>(req.pid, it->second, find_syscall_insn(req.pid));
       rep.args = p->args_addr();
-      rep.remote_pipe = p->remote_pipe_fd();
+      rep.remote[0] = p->remote_pages(), rep.remote[1] = p->remote_bell(), rep.remote[2] = p->remote_ack();
       rep.pipe_size = static_cast<uint32_t>(p->pipe_size());
-      *pass_fd = p->pipe_fd();
+      Parasite::Ends e = p->ends();
+      *pass = {e.pages, e.bell, e.ack};
       c.parasites[req.pid] = std::move(p);
       busy_.insert(req.pid);
       break;
@@ -124,11 +129,17 @@ TracerMsg TracerService::handle(Conn& c, const TracerMsg& req, int* pass_fd) {
     case kRun:
       if (have == c.parasites.end()) fail(strf("pid %d has no parasite of this connection", req.pid));
       try {
-        rep.result = have->second->run();
+        rep.result = have->second->run(c.sock.get());
       } catch (...) {
         c.parasites.erase(have);
         busy_.erase(req.pid);
         throw;
+      }
+      if (rep.result < 0) {
+        // Out with it: the stage may be waiting on its pipe for pages that
+        // will not come; without the target's write end it sees the end.
+        c.parasites.erase(have);
+        busy_.erase(req.pid);
       }
       break;
     case kClose:
@@ -148,13 +159,13 @@ bool TracerService::serve(Conn& c) {
   size_t n = recv_msg(c.sock.get(), &req, sizeof req, nullptr);
   if (n == 0) return false;
   TracerMsg rep;
-  int pass_fd = -1;
+  std::vector<int> pass;
   if (n != sizeof req) {
     rep.result = -1;
     std::snprintf(rep.error, sizeof rep.error, "tracer request of %zu bytes, not %zu", n, sizeof req);
   } else {
     try {
-      rep = handle(c, req, &pass_fd);
+      rep = handle(c, req, &pass);
     } catch (const std::exception& e) {
       rep = TracerMsg();
       rep.op = req.op, rep.pid = req.pid, rep.result = -1;
@@ -163,7 +174,7 @@ bool TracerService::serve(Conn& c) {
     }
   }
   try {
-    send_msg(c.sock.get(), &rep, sizeof rep, pass_fd);
+    send_msg(c.sock.get(), &rep, sizeof rep, pass);
   } catch (const Error&) {
     return false;
   }
@@ -216,7 +227,7 @@ std::unique_ptr<TracerClient> TracerClient::from_env() {
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) throw_errno("unable to create a socket pair");
   ScopedFd mine(sv[0]), theirs(sv[1]);
   try {
-    send_msg(static_cast<int>(fd), "connect", 8, theirs.get());
+    send_msg(static_cast<int>(fd), "connect", 8, {theirs.get()});
   } catch (const Error& err) {
     LOG_DEBUG("no tracer at fd %ld: %s", fd, err.what());
     return nullptr;
@@ -224,10 +235,9 @@ std::unique_ptr<TracerClient> TracerClient::from_env() {
   return std::make_unique<TracerClient>(mine.extract());
 }
 
-TracerMsg TracerClient::call(const TracerMsg& req, ScopedFd* fd_out) {
-  send_msg(conn_.get(), &req, sizeof req, -1);
+TracerMsg TracerClient::reply(std::vector<ScopedFd>* fds_out) {
   TracerMsg rep;
-  size_t n = recv_msg(conn_.get(), &rep, sizeof rep, fd_out);
+  size_t n = recv_msg(conn_.get(), &rep, sizeof rep, fds_out);
   if (n != sizeof rep) fail("the tracer hung up");
   if (rep.result == -1 && rep.error[0]) {
     rep.error[sizeof rep.error - 1] = 0;
@@ -236,21 +246,31 @@ TracerMsg TracerClient::call(const TracerMsg& req, ScopedFd* fd_out) {
   return rep;
 }
 
+TracerMsg TracerClient::call(const TracerMsg& req, std::vector<ScopedFd>* fds_out) {
+  send_msg(conn_.get(), &req, sizeof req);
+  return reply(fds_out);
+}
+
 TracerClient::Opened TracerClient::open(pid_t pid) {
   TracerMsg req;
   req.op = kOpen, req.pid = pid;
+  std::vector<ScopedFd> fds;
+  TracerMsg rep = call(req, &fds);
+  if (fds.size() != 3) fail(strf("the tracer sent %zu fds for pid %d, not 3", fds.size(), pid));
   Opened o;
-  TracerMsg rep = call(req, &o.pipe);
-  if (!o.pipe.valid()) fail(strf("the tracer sent no pipe for pid %d", pid));
-  o.args = rep.args, o.remote_pipe = rep.remote_pipe, o.pipe_size = rep.pipe_size;
+  o.args = rep.args, o.pipe_size = rep.pipe_size;
+  for (int i = 0; i < 3; ++i) o.remote[i] = rep.remote[i];
+  o.pages = std::move(fds[0]), o.bell = std::move(fds[1]), o.ack = std::move(fds[2]);
   return o;
 }
 
-long TracerClient::run(pid_t pid) {
+void TracerClient::start_run(pid_t pid) {
   TracerMsg req;
   req.op = kRun, req.pid = pid;
-  return static_cast<long>(call(req, nullptr).result);
+  send_msg(conn_.get(), &req, sizeof req);
 }
+
+long TracerClient::finish_run() { return static_cast<long>(reply(nullptr).result); }
 
 void TracerClient::close(pid_t pid) {
   TracerMsg req;

@@ -5,9 +5,12 @@
 // socket pair over it, then asks on that private connection, one request,
 // one reply:
 //   OPEN pid   put the page parasite into pid: reply with the args address
-//              in pid, the target's pipe fd number and our end of the pipe
-//              (passed along with the reply)
-//   RUN pid    run the parasite once on the args the stage wrote there
+//              in pid, the target's fd numbers of its three pipes, and the
+//              stage's ends of them (pages, bell, ack: passed along)
+//   RUN pid    run the parasite once on the args the stage wrote there; the
+//              reply comes when it has ended, meanwhile the stage reads the
+//              chunks as parasite_abi.h says (and may send nothing: a
+//              connection that hangs up or speaks during a run stops it)
 //   CLOSE pid  take it out again
 // Whatever a connection left open is taken out when it closes, and all of
 // it before ck-freeze commits or rolls back.  See parasite.h.
@@ -33,7 +36,7 @@ struct TracerMsg {
   int32_t pid = 0;
   int64_t result = 0;  // RUN: the parasite's result; -1 with error[] set: refused or failed
   uint64_t args = 0;
-  int32_t remote_pipe = -1;
+  int32_t remote[3] = {-1, -1, -1};  // OPEN: the target's pages, bell, ack fds
   uint32_t pipe_size = 0;
   char error[256] = {};
 };
@@ -55,7 +58,7 @@ class TracerService {
   struct Conn;
   void accept();
   bool serve(Conn& c);  // false: the connection is gone
-  TracerMsg handle(Conn& c, const TracerMsg& req, int* pass_fd);
+  TracerMsg handle(Conn& c, const TracerMsg& req, std::vector<int>* pass);
 
   std::map<pid_t, pid_t> procs_;
   ScopedFd ours_, theirs_;
@@ -72,16 +75,21 @@ class TracerClient {
 
   struct Opened {
     uint64_t args = 0;
-    int remote_pipe = -1;
-    ScopedFd pipe;
+    int remote[3] = {-1, -1, -1};  // the target's fds: pages, bell, ack
+    ScopedFd pages, bell, ack;     // ours
     size_t pipe_size = 0;
   };
   Opened open(pid_t pid);  // throws Error with the tracer's message
-  long run(pid_t pid);
+  // A run: start it, follow it (the connection becomes readable when it
+  // has ended), then take its result.
+  void start_run(pid_t pid);
+  int fd() const { return conn_.get(); }
+  long finish_run();
   void close(pid_t pid);
 
  private:
-  TracerMsg call(const TracerMsg& req, ScopedFd* fd_out);
+  TracerMsg call(const TracerMsg& req, std::vector<ScopedFd>* fds_out);
+  TracerMsg reply(std::vector<ScopedFd>* fds_out);
   ScopedFd conn_;
 };
 

@@ -1,12 +1,12 @@
 /* The page parasite: runs inside a frozen target, started by the tracer
  * (ck-freeze) at ck_parasite_entry with rdi = its ck_parasite_args and rsp
- * on a stack of its own.  It ends in a syscall that does not exist
- * (CK_PARASITE_DONE, result in rdi), where the tracer, which runs it under
- * PTRACE_SYSCALL, takes over again: no trap instruction, so no forced
- * SIGTRAP that would reset a target's own SIGTRAP disposition.  It reads the target's pages in
- * place (nothing is copied out of the target), so it can tell zero pages
- * and compute each run's ck64 where the data is, then gives the non-zero
- * runs to a pipe with vmsplice: the pages go out by reference.
+ * on a stack of its own, and ends in int3 (the tracer has SIGTRAP and the
+ * fault signals at SIG_DFL and unblocked meanwhile, so the trap changes
+ * nothing of the target's own).  It reads the target's pages in place
+ * (nothing is copied out of the target), so it can tell zero pages and
+ * compute each run's ck64 where the data is, then gives the non-zero runs
+ * to a pipe with vmsplice: the pages go out by reference.  The protocol
+ * with the reader is in parasite_abi.h.
  *
  * Freestanding: no libc, no relocations, no writable data of its own; the
  * only memory it writes is its args and its stack.  Built into a flat
@@ -17,10 +17,9 @@
 
 #define PAGE 4096u
 #define BLOCK 128u
-#define SPLICE_F_NONBLOCK 2u
+#define NR_read 0
+#define NR_write 1
 #define NR_vmsplice 278
-#define CK_STR2(x) #x
-#define CK_STR(x) CK_STR2(x)
 
 static const uint64_t kK1 = 0x9E3779B185EBCA87ULL;
 static const uint64_t kK2 = 0xC2B2AE3D27D4EB4FULL;
@@ -41,10 +40,7 @@ __asm__(".section .text.entry,\"ax\",@progbits\n"
         ".globl ck_parasite_entry\n"
         "ck_parasite_entry:\n"
         "  call ck_parasite_main\n"
-        "  mov %rax, %rdi\n"
-        "  mov $" CK_STR(CK_PARASITE_DONE) ", %eax\n"
-        "  syscall\n"
-        "  ud2\n"
+        "  int3\n"
         ".previous\n");
 
 static long sys_vmsplice(int fd, const struct ck_parasite_iov* iov, unsigned long n, unsigned flags) {
@@ -96,53 +92,90 @@ static void seed(struct ck_parasite_run* r) {
   }
 }
 
-static long ck_parasite_main(struct ck_parasite_args* a) {
-  if (a->magic != CK_PARASITE_MAGIC || a->version != CK_PARASITE_VERSION || a->nsegs > CK_PARASITE_MAX_SEGS)
-    return a->spliced = -CK_PARASITE_EBADARGS;
-  uint64_t total = 0;
-  for (uint32_t s = 0; s < a->nsegs; ++s) total += a->segs[s].npages;
-  if (total > CK_PARASITE_MAX_PAGES) return a->spliced = -CK_PARASITE_EBADARGS;
+static long sys3(long nr, long a1, long a2, long a3) {
+  long ret;
+  __asm__ volatile("syscall" : "=a"(ret) : "0"(nr), "D"(a1), "S"(a2), "d"(a3) : "rcx", "r11", "memory");
+  return ret;
+}
 
-  /* Runs: a->iov[r].base holds run r's first address meanwhile. */
-  uint32_t nruns = 0, page = 0;
-  for (uint32_t s = 0; s < a->nsegs; ++s) {
-    struct ck_parasite_run* cur = 0;
-    for (uint64_t i = 0; i < a->segs[s].npages; ++i, ++page) {
-      const unsigned char* p = (const unsigned char*)(a->segs[s].addr + i * PAGE);
-      uint32_t zero = (uint32_t)page_is_zero(p);
-      if (!cur || cur->zero != zero) {
-        cur = &a->runs[nruns];
-        a->iov[nruns].base = (uint64_t)p;
-        ++nruns;
-        cur->page = page, cur->npages = 0, cur->zero = zero, cur->pad = 0;
-        if (!zero) seed(cur);
+/* Fills slot s with the runs of `n` pages starting at page `page` of the
+ * batch, found at segment *seg, page *off of it (both moved on), and
+ * a->iov with its non-zero runs; returns how many. */
+static uint32_t scan_chunk(struct ck_parasite_args* a, struct ck_parasite_slot* s, uint32_t page, uint32_t n,
+                           uint32_t* seg, uint64_t* off) {
+  uint32_t nruns = 0, niov = 0;
+  uint64_t spliced = 0;
+  struct ck_parasite_run* cur = 0;
+  for (uint32_t i = 0; i < n; ++i, ++page) {
+    while (*off == a->segs[*seg].npages) ++*seg, *off = 0, cur = 0; /* runs never cross a segment */
+    const unsigned char* p = (const unsigned char*)(a->segs[*seg].addr + *off * PAGE);
+    ++*off;
+    uint32_t zero = (uint32_t)page_is_zero(p);
+    if (!cur || cur->zero != zero) {
+      cur = &s->runs[nruns++];
+      cur->page = page, cur->npages = 0, cur->zero = zero, cur->pad = 0;
+      if (!zero) {
+        seed(cur);
+        a->iov[niov].base = (uint64_t)p, a->iov[niov].len = 0;
+        ++niov;
       }
-      ++cur->npages;
-      if (zero) continue;
-      if (a->flags & CK_PARASITE_AVX2)
-        hash_page_avx2(cur->a, cur->b, p);
-      else
-        hash_page_v2(cur->a, cur->b, p);
     }
+    ++cur->npages;
+    if (zero) continue;
+    a->iov[niov - 1].len += PAGE;
+    spliced += PAGE;
+    if (a->flags & CK_PARASITE_AVX2)
+      hash_page_avx2(cur->a, cur->b, p);
+    else
+      hash_page_v2(cur->a, cur->b, p);
   }
-  a->nruns = nruns;
+  s->nruns = nruns;
+  s->spliced = spliced;
+  return niov;
+}
 
-  uint32_t niov = 0;
-  for (uint32_t r = 0; r < nruns; ++r) {
-    if (a->runs[r].zero) continue;
-    a->iov[niov].base = a->iov[r].base;
-    a->iov[niov].len = (uint64_t)a->runs[r].npages * PAGE;
-    ++niov;
-  }
+/* The chunk's non-zero runs, a->iov[0..niov), into the pipe. */
+static long splice_chunk(struct ck_parasite_args* a, uint32_t niov) {
   long done = 0;
   struct ck_parasite_iov* v = a->iov;
   while (niov) {
-    long n = sys_vmsplice(a->pipe_fd, v, niov, SPLICE_F_NONBLOCK);
-    if (n < 0) return a->spliced = n;
-    if (n == 0) return a->spliced = -11; /* EAGAIN: the pipe is not empty */
+    long n = sys_vmsplice(a->pipe_fd, v, niov, 0);
+    if (n < 0) return n;
+    if (n == 0) return -5; /* EIO: nothing moved */
     done += n;
     while (niov && (uint64_t)n >= v->len) n -= (long)v->len, ++v, --niov;
     if (niov) v->base += (uint64_t)n, v->len -= (uint64_t)n;
   }
-  return a->spliced = done;
+  return done;
+}
+
+static long ck_parasite_main(struct ck_parasite_args* a) {
+  if (a->magic != CK_PARASITE_MAGIC || a->version != CK_PARASITE_VERSION || a->nsegs > CK_PARASITE_MAX_SEGS)
+    return a->result = -CK_PARASITE_EBADARGS;
+  uint64_t total = 0;
+  for (uint32_t s = 0; s < a->nsegs; ++s) total += a->segs[s].npages;
+  if (total > CK_PARASITE_MAX_PAGES) return a->result = -CK_PARASITE_EBADARGS;
+
+  uint32_t seg = 0;
+  uint64_t off = 0;
+  long spliced = 0;
+  for (uint32_t k = 0, page = 0; page < total; ++k) {
+    uint32_t n = total - page < CK_PARASITE_CHUNK_PAGES ? (uint32_t)(total - page) : CK_PARASITE_CHUNK_PAGES;
+    struct ck_parasite_slot* s = &a->slots[k % CK_PARASITE_SLOTS];
+    char b = 0;
+    if (k >= CK_PARASITE_SLOTS) {
+      long r = sys3(NR_read, a->ack_fd, (long)&b, 1);
+      if (r != 1) return a->result = r < 0 ? r : -5;
+    }
+    s->chunk = k;
+    uint32_t niov = scan_chunk(a, s, page, n, &seg, &off);
+    b = (char)k;
+    long r = sys3(NR_write, a->bell_fd, (long)&b, 1);
+    if (r != 1) return a->result = r < 0 ? r : -5;
+    long m = splice_chunk(a, niov);
+    if (m < 0) return a->result = m;
+    spliced += m;
+    page += n;
+  }
+  return a->result = spliced;
 }

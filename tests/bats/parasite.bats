@@ -15,9 +15,9 @@ parasite_batches() { grep -Eo '[0-9]+ batches through the page parasite' "$1" | 
   proc_state "$WPID" > "$T/before"
   ck-freeze -t "$WPID" --leave-running -- sh -c "ck-memread -v 2> '$T/p.log' > '$T/p.ck'"
   ck-freeze -t "$WPID" --leave-running -- sh -c "ck-memread -v --no-parasite 2> '$T/r.log' > '$T/r.ck'"
-  # 64 MiB in batches of at most 1 MiB: at least 64 of them, and none
-  # without --no-parasite.
-  [ "$(parasite_batches "$T/p.log")" -ge 64 ]
+  # Through the parasite (batches of up to 64 MiB), and not at all with
+  # --no-parasite.
+  [ "$(parasite_batches "$T/p.log")" -ge 1 ]
   [ "$(parasite_batches "$T/r.log")" -eq 0 ]
   addr=$(info data "$T/counter.out"); len=$(info len "$T/counter.out"); fnv=$(info fnv "$T/counter.out")
   run MC sum "$T/p.ck" "$WPID" "$addr" "$len"
@@ -38,7 +38,7 @@ parasite_batches() { grep -Eo '[0-9]+ batches through the page parasite' "$1" | 
 @test "parasite: zero pages become zero runs; a four-thread process has its TLS read through it" {
   start_wl zeros 16
   ck-freeze -t "$WPID" --leave-running -- sh -c "ck-memread -v 2> '$T/p.log' > '$T/p.ck'"
-  [ "$(parasite_batches "$T/p.log")" -ge 16 ]
+  [ "$(parasite_batches "$T/p.log")" -ge 1 ]
   addr=$(info data "$T/zeros.out"); len=$(info len "$T/zeros.out"); fnv=$(info fnv "$T/zeros.out")
   run MC sum "$T/p.ck" "$WPID" "$addr" "$len"
   assert_output "$fnv"
@@ -66,9 +66,10 @@ parasite_batches() { grep -Eo '[0-9]+ batches through the page parasite' "$1" | 
   CK_LOG=tracer:debug run ck-freeze -t "$WPID" --leave-running -- \
     bash -c "set -o pipefail; ck-memread -v 2> '$T/p.log' | head -c 20000000 > /dev/null"
   assert_failure 1
-  assert_output --partial "a stage hung up: taking out its 1 parasites"
+  # Gone in the middle of a parasite run (stopped) or between two (taken out).
+  assert_output --regexp "the stage that ran the parasite in pid $WPID went away|a stage hung up: taking out its 1 parasites"
   assert_output --partial "exited with status 1: the tree resumes as it was"
-  grep -q "unable to write: Broken pipe" "$T/p.log"
+  grep -q "Broken pipe" "$T/p.log"
   proc_state "$WPID" > "$T/after"
   run diff -u "$T/before" "$T/after"
   assert_success

@@ -5,10 +5,14 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstddef>
 #include <cstring>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -22,15 +26,16 @@
 
 namespace {
 
-constexpr size_t kPage = 4096, kPages = 512;
+constexpr size_t kPage = 4096, kPages = 1024;
 unsigned char* g_buf;  // same address in the child (forked)
 volatile sig_atomic_t g_traps;
 
 void on_trap(int) { ++g_traps; }
+void on_segv(int) { _exit(99); }
 
-// Pages: 0..39 data, 40..59 zero, 60..60 data, 61..99 zero, 100..511 data,
-// except that page 300 is zero.
-bool page_has_data(size_t i) { return (i < 40 || i == 60 || i >= 100) && i != 300; }
+// Pages: 0..39 data, 40..59 zero, 60 data, 61..99 zero, 100 on data,
+// except that pages 300 and 600..619 are zero.
+bool page_has_data(size_t i) { return (i < 40 || i == 60 || i >= 100) && i != 300 && (i < 600 || i >= 620); }
 
 void fill() {
   g_buf = static_cast<unsigned char*>(mmap(nullptr, kPages * kPage, PROT_READ | PROT_WRITE,
@@ -55,6 +60,7 @@ pid_t start_child(uint64_t want_sum) {
   pid_t c = fork();
   if (c == 0) {
     signal(SIGTRAP, on_trap);
+    signal(SIGSEGV, on_segv);
     sigset_t m;
     sigemptyset(&m);
     sigaddset(&m, SIGUSR1);
@@ -69,7 +75,9 @@ pid_t start_child(uint64_t want_sum) {
     sigaction(SIGTRAP, nullptr, &sa);
     sigset_t now;
     sigprocmask(SIG_BLOCK, nullptr, &now);
-    bool ok = sa.sa_handler == on_trap && g_traps == 0 && sigismember(&now, SIGUSR1) && sigismember(&now, SIGUSR2) &&
+    struct sigaction segv;
+    sigaction(SIGSEGV, nullptr, &segv);
+    bool ok = sa.sa_handler == on_trap && segv.sa_handler == on_segv && g_traps == 0 && sigismember(&now, SIGUSR1) && sigismember(&now, SIGUSR2) &&
               !sigismember(&now, SIGTRAP) && ck::ck64(g_buf, kPages * kPage) == want_sum;
     _exit(ok ? 0 : 1);
   }
@@ -99,52 +107,79 @@ std::string fds(pid_t p) {
   return out;
 }
 
-ck_parasite_args batch(std::vector<ck_parasite_seg> segs, uint32_t flags) {
-  ck_parasite_args a;
-  std::memset(&a, 0, sizeof a);
-  a.magic = CK_PARASITE_MAGIC, a.version = CK_PARASITE_VERSION, a.flags = flags;
-  a.nsegs = static_cast<uint32_t>(segs.size());
-  for (size_t i = 0; i < segs.size(); ++i) a.segs[i] = segs[i];
-  return a;
+void set_args(ck_parasite_args* a, const ck::Parasite& p, std::vector<ck_parasite_seg> segs, uint32_t flags) {
+  std::memset(a, 0, sizeof *a);
+  a->magic = CK_PARASITE_MAGIC, a->version = CK_PARASITE_VERSION, a->flags = flags;
+  a->pipe_fd = p.remote_pages(), a->bell_fd = p.remote_bell(), a->ack_fd = p.remote_ack();
+  a->nsegs = static_cast<uint32_t>(segs.size());
+  for (size_t i = 0; i < segs.size(); ++i) a->segs[i] = segs[i];
 }
 
-// Runs one batch of two segments (pages 0..199 and 250..305) and checks
-// every run against the data.
+// One run over three segments (pages 0..299, 350..699, 800..999: 850
+// pages, four chunks, so slots are reused after acks), read as ck-memread
+// reads it, from another thread while this one (the tracer) runs it.
 void check_batch(pid_t c, ck::Parasite& p, uint32_t flags) {
   uint64_t base = reinterpret_cast<uint64_t>(g_buf);
-  ck_parasite_args a = batch({{base, 200}, {base + 250 * kPage, 56}}, flags);
-  a.pipe_fd = p.remote_pipe_fd();
+  std::vector<std::pair<size_t, size_t>> ranges = {{0, 300}, {350, 350}, {800, 200}};
+  static ck_parasite_args a;
+  std::vector<ck_parasite_seg> segs;
+  std::vector<size_t> pages;  // buffer page of each batch page
+  for (auto [first, n] : ranges) {
+    segs.push_back({base + first * kPage, n});
+    for (size_t i = 0; i < n; ++i) pages.push_back(first + i);
+  }
+  set_args(&a, p, segs, flags);
   ck::write_mem(c, p.args_addr(), &a, sizeof a);
-  long n = p.run();
-  ck::read_mem(c, p.args_addr(), &a, sizeof a);
-  std::vector<size_t> pages;
-  for (size_t i = 0; i < 200; ++i) pages.push_back(i);
-  for (size_t i = 250; i < 306; ++i) pages.push_back(i);
+  // Expected runs: split at zero/data changes, segment borders, chunk borders.
+  std::vector<std::pair<size_t, bool>> want;  // (first batch page, zero)
+  for (size_t k = 0; k < pages.size(); ++k)
+    if (k == 0 || k % CK_PARASITE_CHUNK_PAGES == 0 || pages[k] != pages[k - 1] + 1 ||
+        page_has_data(pages[k]) != page_has_data(pages[k - 1]))
+      want.push_back({k, !page_has_data(pages[k])});
   size_t data = 0;
   for (size_t i : pages) data += page_has_data(i);
+  size_t nchunks = (pages.size() + CK_PARASITE_CHUNK_PAGES - 1) / CK_PARASITE_CHUNK_PAGES;
+  std::atomic<size_t> got_runs{0}, bad{0};
+  std::thread reader([&] {
+    ck::Parasite::Ends e = p.ends();
+    std::vector<unsigned char> buf(kPage * CK_PARASITE_CHUNK_PAGES);
+    static ck_parasite_slot sl;
+    size_t r_all = 0;
+    for (size_t k = 0; k < nchunks; ++k) {
+      char b;
+      if (read(e.bell, &b, 1) != 1) return (void)++bad;
+      uint64_t at = p.args_addr() + offsetof(ck_parasite_args, slots) + (k % CK_PARASITE_SLOTS) * sizeof sl;
+      ck::read_mem(c, at, &sl, sizeof sl);
+      if (sl.chunk != k) ++bad;
+      for (uint32_t r = 0; r < sl.nruns; ++r, ++r_all) {
+        const ck_parasite_run& run = sl.runs[r];
+        if (r_all >= want.size() || run.page != want[r_all].first || (run.zero != 0) != want[r_all].second) {
+          ++bad;
+          continue;
+        }
+        if (run.zero) continue;
+        size_t len = run.npages * kPage;
+        if (ck::read_full(e.pages, buf.data(), len) != len) ++bad;
+        const unsigned char* src = g_buf + pages[run.page] * kPage;
+        if (std::memcmp(buf.data(), src, len) != 0) ++bad;
+        if (ck::Ck64::from_state(run.a, run.b, len).digest() != ck::ck64(src, len)) ++bad;
+      }
+      if (k + CK_PARASITE_SLOTS < nchunks && write(e.ack, "a", 1) != 1) ++bad;
+    }
+    got_runs = r_all;
+  });
+  long n = -1;
+  try {
+    n = p.run();
+  } catch (const std::exception& ex) {
+    std::printf("#   run: %s\n", ex.what());
+  }
+  reader.join();
   CHECK_EQ(n, static_cast<long>(data * kPage));
-  CHECK_EQ(a.spliced, n);
-  // Expected runs: split at zero/data changes and at the segment border.
-  std::vector<std::pair<size_t, bool>> want;  // (first batch page, zero)
-  for (size_t k = 0; k < pages.size(); ++k) {
-    bool border = k == 200;
-    if (k == 0 || border || page_has_data(pages[k]) != page_has_data(pages[k - 1]))
-      want.push_back({k, !page_has_data(pages[k])});
-  }
-  CHECK_EQ(a.nruns, want.size());
-  std::vector<unsigned char> got(kPage * 256);
-  for (uint32_t r = 0; r < a.nruns && r < want.size(); ++r) {
-    const ck_parasite_run& run = a.runs[r];
-    CHECK_EQ(run.page, want[r].first);
-    CHECK_EQ(run.zero != 0, want[r].second);
-    if (run.zero) continue;
-    size_t len = run.npages * kPage;
-    CHECK(ck::read_full(p.pipe_fd(), got.data(), len) == len);
-    const unsigned char* src = g_buf + pages[run.page] * kPage;
-    CHECK(std::memcmp(got.data(), src, len) == 0);
-    uint64_t want_digest = ck::ck64(src, len);
-    CHECK_EQ(ck::Ck64::from_state(run.a, run.b, len).digest(), want_digest);
-  }
+  CHECK_EQ(bad.load(), 0u);
+  CHECK_EQ(got_runs.load(), want.size());
+  ck::read_mem(c, p.args_addr(), &a, offsetof(ck_parasite_args, slots));
+  CHECK_EQ(a.result, n);
 }
 
 TEST(parasite_runs_leave_the_child_as_it_was) {
@@ -156,7 +191,7 @@ TEST(parasite_runs_leave_the_child_as_it_was) {
   uint64_t m0 = ck::get_sigmask(c);
   {
     ck::Parasite p(c, c, ck::find_syscall_insn(c));
-    CHECK(p.pipe_size() >= CK_PARASITE_MAX_PAGES * kPage);
+    CHECK(p.pipe_size() >= CK_PARASITE_CHUNK_PAGES * kPage);
     CHECK(maps(c) != maps0);  // it is in there
     check_batch(c, p, 0);
     check_batch(c, p, __builtin_cpu_supports("avx2") ? CK_PARASITE_AVX2 : 0);
@@ -180,10 +215,11 @@ TEST(parasite_fault_and_bad_args_leave_the_child_as_it_was) {
   uint64_t m0 = ck::get_sigmask(c);
   {
     ck::Parasite p(c, c, ck::find_syscall_insn(c));
-    ck_parasite_args a = batch({{reinterpret_cast<uint64_t>(g_buf), 300}}, 0);  // over 256 pages
+    static ck_parasite_args a;
+    set_args(&a, p, {{reinterpret_cast<uint64_t>(g_buf), CK_PARASITE_MAX_PAGES + 1}}, 0);  // too many pages
     ck::write_mem(c, p.args_addr(), &a, sizeof a);
     CHECK_EQ(p.run(), -CK_PARASITE_EBADARGS);
-    a = batch({{4096, 1}}, 0);  // nothing mapped there
+    set_args(&a, p, {{4096, 1}}, 0);  // nothing mapped there
     ck::write_mem(c, p.args_addr(), &a, sizeof a);
     CHECK_THROWS(p.run(), 1, "got signal 11");
     CHECK_THROWS(p.run(), 1, "failed before");
@@ -191,6 +227,35 @@ TEST(parasite_fault_and_bad_args_leave_the_child_as_it_was) {
   CHECK_EQ(maps(c), maps0);
   user_regs_struct r1 = ck::get_regs(c);
   CHECK(std::memcmp(&r0, &r1, sizeof r0) == 0);
+  CHECK_EQ(ck::get_sigmask(c), m0);
+  CHECK_EQ(finish_child(c), 0);
+  munmap(g_buf, kPages * kPage);
+}
+
+TEST(parasite_stops_when_its_reader_goes) {
+  fill();
+  pid_t c = start_child(ck::ck64(g_buf, kPages * kPage));
+  std::string maps0 = maps(c), fds0 = fds(c);
+  uint64_t m0 = ck::get_sigmask(c);
+  {
+    ck::Parasite p(c, c, ck::find_syscall_insn(c));
+    static ck_parasite_args a;
+    set_args(&a, p, {{reinterpret_cast<uint64_t>(g_buf), kPages}}, 0);
+    ck::write_mem(c, p.args_addr(), &a, sizeof a);
+    // Nobody reads: the parasite fills the pipe with chunk 0 and waits
+    // there, until the reader's connection goes.
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0);
+    std::thread gone([&] {
+      usleep(200000);
+      close(sv[1]);
+    });
+    CHECK_THROWS(p.run(sv[0]), 1, "went away");
+    gone.join();
+    close(sv[0]);
+  }
+  CHECK_EQ(maps(c), maps0);
+  CHECK_EQ(fds(c), fds0);
   CHECK_EQ(ck::get_sigmask(c), m0);
   CHECK_EQ(finish_child(c), 0);
   munmap(g_buf, kPages * kPage);

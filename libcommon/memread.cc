@@ -116,7 +116,7 @@ MemReader::~MemReader() { std::free(buf_); }
 
 void MemReader::use_tracer(TracerClient* t) { tracer_ = t; }
 
-bool MemReader::in_place_now() const { return tracer_ && readable_ && !(sess_.tried && !sess_.pages.valid()); }
+bool MemReader::in_place_now() const { return by_ref_ok_ && !force_copy_ && sess_.pages.valid(); }
 
 int MemReader::mem_fd() {
   if (!mem_.valid()) {
@@ -198,6 +198,7 @@ void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const std::v
   mm->set_pid(pid);
   for (auto& v : vmas) *mm->add_vmas() = v;
   w_.frame(f);
+  if (tracer_) open_session();  // after the layout was read: the parasite's mapping is not in it
   if (incremental_) {
     // The ranges this round carries whole: older rounds count for nothing there.
     std::string text = strf("fresh %d", pid);
@@ -214,7 +215,7 @@ void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const std::v
   for (size_t vi = 0; vi < vmas.size(); ++vi) {
     const pb::Vma& v = vmas[vi];
     ++stats_.vmas;
-    readable_ = (v.prot() & PROT_READ) != 0;
+    by_ref_ok_ = (v.prot() & PROT_READ) && !(v.flags() & MAP_SHARED);
     LOG_DEBUG("pid %d vma %s kind %s%s%s", pid, format_vma(v).c_str(), pb::VmaKind_Name(v.kind()).c_str(),
               v.shmid() ? strf(" shmid %#lx", (unsigned long)v.shmid()).c_str() : "",
               v.contents_elsewhere() ? " (contents elsewhere)" : "");
@@ -407,6 +408,17 @@ void MemReader::scan_pagemap_file(uint64_t start, uint64_t end, bool anon_only, 
 }
 
 void MemReader::queue(uint64_t remote, uint64_t len, uint64_t label, uint64_t shmid) {
+  // The pages the kernel may write while the parasite runs are copied.
+  uint64_t lo = sess_.copy_lo, hi = sess_.copy_hi;
+  if (!force_copy_ && lo < hi && remote < hi && remote + len > lo) {
+    uint64_t a = std::max(remote, lo), b = std::min(remote + len, hi);
+    if (a > remote) queue(remote, a - remote, label, shmid);
+    force_copy_ = true;
+    queue(a, b - a, label + (a - remote), shmid);
+    force_copy_ = false;
+    if (remote + len > b) queue(b, remote + len - b, label + (b - remote), shmid);
+    return;
+  }
   // A batch is read one way: through the parasite (no buffer, up to one
   // parasite run) or into the buffer.
   bool in_place = in_place_now();
@@ -480,6 +492,15 @@ bool MemReader::open_session() {
     sess_.args = o.args;
     for (int i = 0; i < 3; ++i) sess_.remote[i] = o.remote[i];
     sess_.pages = std::move(o.pages), sess_.bell = std::move(o.bell), sess_.ack = std::move(o.ack);
+    if (o.rseq_addr && o.rseq_len) {
+      // Written by the kernel whenever the parasite's thread returns to
+      // user space (CPU and concurrency ids): sent by reference, the bytes
+      // could change after the digest was taken.
+      sess_.copy_lo = o.rseq_addr / kPageSize * kPageSize;
+      sess_.copy_hi = (o.rseq_addr + o.rseq_len + kPageSize - 1) / kPageSize * kPageSize;
+      LOG_DEBUG("pid %d: the parasite's thread has its rseq area at %#lx: page %#lx copied", pid_,
+                static_cast<unsigned long>(o.rseq_addr), static_cast<unsigned long>(sess_.copy_lo));
+    }
     if (o.pipe_size < CK_PARASITE_CHUNK_PAGES * kPageSize) {
       LOG_DEBUG("pid %d: parasite pipe of %zu bytes: reading instead", pid_, o.pipe_size);
       end_session();
@@ -594,17 +615,13 @@ size_t MemReader::run_parasite(std::string* failure) {
 bool MemReader::flush_in_place() {
   if (!segs_.front().in_place) return false;
   std::string failure;
-  size_t done = 0;
-  if ((sess_.tried || !open_session()) && !sess_.pages.valid())
-    failure = "no parasite";
-  else
-    done = run_parasite(&failure);
+  size_t done = run_parasite(&failure);
   if (failure.empty()) {
     segs_.clear();
     used_ = 0;
     return true;
   }
-  if (failure != "no parasite") LOG_WARN("pid %d: %s: reading its memory instead", pid_, failure.c_str());
+  LOG_WARN("pid %d: %s: reading its memory instead", pid_, failure.c_str());
   end_session();
   sess_.tried = true;
   // What the parasite did not send, through the buffer.

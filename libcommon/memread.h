@@ -111,6 +111,7 @@ class MemReader {
     uint64_t args = 0;
     int remote[3] = {-1, -1, -1};  // its pages, bell and ack fds, in the target
     ScopedFd pages, bell, ack;     // ours; pages valid: the parasite is in
+    uint64_t copy_lo = 0, copy_hi = 0;  // pages copied even so (the rseq area's)
   };
   static constexpr size_t kParasiteBatch = size_t{CK_PARASITE_MAX_PAGES} * 4096;
   struct Object {
@@ -157,7 +158,8 @@ class MemReader {
   std::vector<Segment> segs_;
   size_t used_ = 0;
   bool split_ = true;  // the next queued range starts a new segment (a new VMA)
-  bool readable_ = true;  // the VMA being scanned can be read in place
+  bool by_ref_ok_ = true;  // the VMA being scanned may go by reference (readable, private)
+  bool force_copy_ = false;
   TracerClient* tracer_ = nullptr;
   Session sess_;
   std::vector<char> slot_;  // one parasite slot, read back

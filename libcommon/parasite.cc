@@ -76,6 +76,13 @@ void Parasite::take_pipe(int remote_keep, int remote_give, ScopedFd* ours, int* 
 Parasite::Parasite(pid_t pid, pid_t tid, uint64_t insn) : pid_(pid), tid_(tid), rs_(tid, insn) {
   xsave_ = get_xsave(tid);
   sigmask_ = get_sigmask(tid);
+  struct {  // struct ptrace_rseq_configuration (linux/ptrace.h clashes with sys/ptrace.h)
+    uint64_t rseq_abi_pointer;
+    uint32_t rseq_abi_size, signature, flags, pad;
+  } rc = {};
+  if (ptrace(static_cast<__ptrace_request>(0x420f /* PTRACE_GET_RSEQ_CONFIGURATION */), tid, sizeof rc, &rc) > 0 &&
+      rc.rseq_abi_pointer)
+    rseq_addr_ = rc.rseq_abi_pointer, rseq_len_ = rc.rseq_abi_size;
   size_t code = round_up(parasite_blob_size());
   size_t args = round_up(sizeof(ck_parasite_args));
   len_ = code + args + kStack;

@@ -43,6 +43,11 @@ class Parasite {
   int remote_bell() const { return remote_[1]; }
   int remote_ack() const { return remote_[2]; }
   size_t pipe_size() const { return pipe_size_; }
+  // The running thread's rseq area (0 if none): the kernel writes it each
+  // time the thread goes back to user space, so while the parasite runs
+  // its page must not be sent by reference.
+  uint64_t rseq_addr() const { return rseq_addr_; }
+  uint32_t rseq_len() const { return rseq_len_; }
   // Runs the parasite once on the args the caller wrote, until its int3;
   // returns its result (bytes spliced or -errno).  If `cancel_fd` (>= 0)
   // becomes readable or hangs up first, the thread is interrupted and run
@@ -63,6 +68,8 @@ class Parasite {
   int remote_[3] = {-1, -1, -1};
   ScopedFd pages_, bell_, ack_;
   size_t pipe_size_ = 0;
+  uint64_t rseq_addr_ = 0;
+  uint32_t rseq_len_ = 0;
   bool broken_ = false;
 };
 

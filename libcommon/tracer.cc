@@ -120,6 +120,7 @@ TracerMsg TracerService::handle(Conn& c, const TracerMsg& req, std::vector<int>*
       rep.args = p->args_addr();
       rep.remote[0] = p->remote_pages(), rep.remote[1] = p->remote_bell(), rep.remote[2] = p->remote_ack();
       rep.pipe_size = static_cast<uint32_t>(p->pipe_size());
+      rep.rseq_addr = p->rseq_addr(), rep.rseq_len = p->rseq_len();
       Parasite::Ends e = p->ends();
       *pass = {e.pages, e.bell, e.ack};
       c.parasites[req.pid] = std::move(p);
@@ -259,6 +260,7 @@ TracerClient::Opened TracerClient::open(pid_t pid) {
   if (fds.size() != 3) fail(strf("the tracer sent %zu fds for pid %d, not 3", fds.size(), pid));
   Opened o;
   o.args = rep.args, o.pipe_size = rep.pipe_size;
+  o.rseq_addr = rep.rseq_addr, o.rseq_len = rep.rseq_len;
   for (int i = 0; i < 3; ++i) o.remote[i] = rep.remote[i];
   o.pages = std::move(fds[0]), o.bell = std::move(fds[1]), o.ack = std::move(fds[2]);
   return o;

@@ -38,6 +38,8 @@ struct TracerMsg {
   uint64_t args = 0;
   int32_t remote[3] = {-1, -1, -1};  // OPEN: the target's pages, bell, ack fds
   uint32_t pipe_size = 0;
+  uint32_t rseq_len = 0;   // OPEN: the running thread's rseq area
+  uint64_t rseq_addr = 0;
   char error[256] = {};
 };
 
@@ -78,6 +80,8 @@ class TracerClient {
     int remote[3] = {-1, -1, -1};  // the target's fds: pages, bell, ack
     ScopedFd pages, bell, ack;     // ours
     size_t pipe_size = 0;
+    uint64_t rseq_addr = 0;        // the running thread's rseq area (see Parasite)
+    uint32_t rseq_len = 0;
   };
   Opened open(pid_t pid);  // throws Error with the tracer's message
   // A run: start it, follow it (the connection becomes readable when it

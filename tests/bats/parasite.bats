@@ -76,3 +76,26 @@ parasite_batches() { grep -Eo '[0-9]+ batches through the page parasite' "$1" | 
   ! any_stopped "$WPID"
   check_wl counter "$WPID"
 }
+
+@test "parasite: a task moved between CPUs during the dump still dumps whole (its rseq page is copied)" {
+  [ "$(nproc)" -ge 2 ] || skip "needs two CPUs"
+  start_wl counter 8
+  # The kernel rewrites a thread's rseq area (CPU and concurrency ids) when
+  # the thread goes back to user space on another CPU.  The parasite's
+  # thread does, between its chunks; a page sent by reference would change
+  # after its digest was taken, and the reader would refuse the stream.
+  python3 -c '
+import os, sys
+pid = int(sys.argv[1])
+while True:
+    for cpu in (0, 1):
+        os.sched_setaffinity(pid, {cpu})' "$WPID" &
+  hop=$!
+  PIDS+=("$hop")
+  for i in $(seq 12); do
+    CK_LOG=memread:debug ck-freeze -t "$WPID" --leave-running -- sh -c "ck-memread 2> '$T/m.log' | ck-crit info > /dev/null"
+  done
+  kill "$hop"
+  grep -q "rseq area" "$T/m.log"
+  check_wl counter "$WPID"
+}

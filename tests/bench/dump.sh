@@ -20,6 +20,12 @@
 #  - memread_devnull, memread_tmpfs: ck-memread -t PID alone (the target
 #    SIGSTOPped meanwhile, as ck-freeze would have it), into /dev/null and
 #    into a stream file on tmpfs: the page reading without the freezing.
+#  - freeze_devnull_copy: freeze_devnull with ck-memread --no-parasite (pages
+#    copied with process_vm_readv, the naive method); "parasite_vs_copy" is
+#    its time over the parasite's (above 1: the parasite is faster).
+#  - dump_1MiB_freeze_devnull_fixed_cost: freeze_devnull of a 1 MiB counter,
+#    what a dump costs whatever its size; "_marginal" figures are 1 GiB over
+#    (time - that), the rate at which pages go once the pipeline runs.
 # Each is run 3 times: the figure is 1 GiB over the fastest wall-clock time
 # ("_vs_memcpy"); "_cpu_vs_memcpy" uses instead the least CPU time (user +
 # system of every process of the command, from GNU time), which does not
@@ -111,15 +117,42 @@ echo "bench: load_average = $(cut -d' ' -f1 /proc/loadavg) tasks"
 
 rc=0
 img=$tmp/img
+# The fixed cost of the pipeline (process start-ups, freezing, the record,
+# the layout): the same dump of a 1 MiB counter.  "_marginal" figures take
+# it out: 1 GiB over (time - fixed), the rate at which the pages go.
+fixed=""
+if small=$(start counter 1); then
+  pids="$small"
+  set -- $(run_best fixed "ck-freeze -q -t $small --leave-running -- sh -c 'ck-memread > /dev/null'") &&
+    fixed=$1 && echo "bench: dump_1MiB_freeze_devnull_fixed_cost = $(awk -v ns="$1" 'BEGIN { printf "%.1f", ns / 1e6 }') ms"
+  kill -9 "$small"; wait "$small" 2>/dev/null
+  pids=""
+fi
+marginal() {  # NAME NS
+  [ -n "$fixed" ] && [ "$2" -gt "$fixed" ] && awk -v n="$1" -v ns="$2" -v f="$fixed" -v mc="$memcpy" -v gib=$GIB 'BEGIN {
+    gbs = gib / ((ns - f) / 1e9) / 1e9
+    printf "bench: dump_%s_marginal = %.2f GB/s\n", n, gbs
+    printf "bench: dump_%s_marginal_vs_memcpy = %.2f ratio\n", n, gbs / mc
+  }'
+}
 for wl in counter zeros; do
   pid=$(start $wl 1024) || exit 1
   pids="$pids $pid"
 
   set -- $(run_best "${wl}_freeze_devnull" "ck-freeze -q -t $pid --leave-running -- sh -c 'ck-memread > /dev/null'") || rc=1
-  [ $# -eq 2 ] && report "${wl}_freeze_devnull" "$1" "$2"
+  if [ $# -eq 2 ]; then
+    report "${wl}_freeze_devnull" "$1" "$2"
+    marginal "${wl}_freeze_devnull" "$1"
+    with=$1
+    # The naive method, same pipeline: pages copied with process_vm_readv.
+    set -- $(run_best "${wl}_freeze_devnull_copy" "ck-freeze -q -t $pid --leave-running -- sh -c 'ck-memread --no-parasite > /dev/null'") || rc=1
+    [ $# -eq 2 ] && report "${wl}_freeze_devnull_copy" "$1" "$2" &&
+      echo "bench: dump_${wl}_freeze_devnull_parasite_vs_copy = $(awk -v a="$1" -v b="$with" 'BEGIN { printf "%.2f", a / b }') ratio"
+  fi
   set -- $(run_best "${wl}_freeze_store" "rm -rf $img; ck-freeze -q -t $pid --leave-running -- sh -c 'ck-memread | ck-store put -D $img'") || rc=1
   if [ $# -eq 2 ]; then
     report "${wl}_freeze_store_tmpfs" "$1" "$2"
+    marginal "${wl}_freeze_store_tmpfs" "$1"
     [ -n "${tmpfs_w:-}" ] && awk -v ns="$1" -v w="$tmpfs_w" -v n="$wl" 'BEGIN {
       printf "bench: dump_%s_freeze_store_tmpfs_vs_tmpfs_write = %.2f ratio\n", n, 1073741824 / (ns / 1e9) / 1e9 / w }'
   fi

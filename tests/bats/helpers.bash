@@ -89,6 +89,17 @@ any_stopped() {
   return 1
 }
 
+# tls_dumped STREAM: the stream holds the TLS words (0i000000) of the
+# threads workload's four threads, at the addresses it reported.
+tls_dumped() {
+  local i tls
+  for i in 0 1 2 3; do
+    tls=$(info "tls$i" "$T/threads.out")
+    run "$CK_TOP/build/unit/memread_check" bytes "$1" "$WPID" "$tls" 4
+    assert_output "0${i}000000"
+  done
+}
+
 # check_wl NAME PID: asks a (restored) workload to check itself; asserts PASS.
 check_wl() {
   kill -USR2 "$2"

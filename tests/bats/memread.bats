@@ -55,11 +55,7 @@ norm_maps() { sed -e 's/  */ /g' -e 's/ $//' "/proc/$1/maps"; }
   run diff -u "$T/maps.want" "$T/maps.got"
   assert_success
   grep -q -- ' ---p ' "$T/maps.got"   # thread stack guards
-  for i in 0 1 2 3; do
-    tls=$(info "tls$i" "$T/threads.out")
-    run MC bytes "$T/s.ck" "$WPID" "$tls" 4
-    assert_output "0${i}000000"
-  done
+  tls_dumped "$T/s.ck"
   check_wl threads "$WPID"
 }
 

@@ -107,12 +107,44 @@ std::string fds(pid_t p) {
   return out;
 }
 
+// What the parasite must leave as it found it.
+struct State {
+  std::string maps, fds, xsave;
+  user_regs_struct regs;
+  uint64_t mask;
+};
+State state(pid_t c) { return {maps(c), fds(c), ck::get_xsave(c), ck::get_regs(c), ck::get_sigmask(c)}; }
+void check_same(pid_t c, const State& before) {
+  State now = state(c);
+  CHECK_EQ(now.maps, before.maps);
+  CHECK_EQ(now.fds, before.fds);
+  CHECK(now.xsave == before.xsave);
+  CHECK(std::memcmp(&now.regs, &before.regs, sizeof now.regs) == 0);
+  CHECK_EQ(now.mask, before.mask);
+  CHECK_EQ(finish_child(c), 0);  // its own checks: handlers, mask, memory
+  munmap(g_buf, kPages * kPage);
+}
+
+// A child with the test data, stopped for us, and its state now.
+pid_t data_child(State* before) {
+  fill();
+  pid_t c = start_child(ck::ck64(g_buf, kPages * kPage));
+  *before = state(c);
+  return c;
+}
+
 void set_args(ck_parasite_args* a, const ck::Parasite& p, std::vector<ck_parasite_seg> segs, uint32_t flags) {
   std::memset(a, 0, sizeof *a);
   a->magic = CK_PARASITE_MAGIC, a->version = CK_PARASITE_VERSION, a->flags = flags;
   a->pipe_fd = p.remote_pages(), a->bell_fd = p.remote_bell(), a->ack_fd = p.remote_ack();
   a->nsegs = static_cast<uint32_t>(segs.size());
   for (size_t i = 0; i < segs.size(); ++i) a->segs[i] = segs[i];
+}
+
+void put_args(pid_t c, const ck::Parasite& p, std::vector<ck_parasite_seg> segs) {
+  static ck_parasite_args a;
+  set_args(&a, p, std::move(segs), 0);
+  ck::write_mem(c, p.args_addr(), &a, sizeof a);
 }
 
 // One run over three segments (pages 0..299, 350..699, 800..999: 850
@@ -183,65 +215,39 @@ void check_batch(pid_t c, ck::Parasite& p, uint32_t flags) {
 }
 
 TEST(parasite_runs_leave_the_child_as_it_was) {
-  fill();
-  pid_t c = start_child(ck::ck64(g_buf, kPages * kPage));
-  std::string maps0 = maps(c), fds0 = fds(c);
-  user_regs_struct r0 = ck::get_regs(c);
-  std::string x0 = ck::get_xsave(c);
-  uint64_t m0 = ck::get_sigmask(c);
+  State before;
+  pid_t c = data_child(&before);
   {
     ck::Parasite p(c, c, ck::find_syscall_insn(c));
     CHECK(p.pipe_size() >= CK_PARASITE_CHUNK_PAGES * kPage);
-    CHECK(maps(c) != maps0);  // it is in there
+    CHECK(maps(c) != before.maps);  // it is in there
     check_batch(c, p, 0);
     check_batch(c, p, __builtin_cpu_supports("avx2") ? CK_PARASITE_AVX2 : 0);
     check_batch(c, p, 0);  // the pipe was drained: it goes on
   }
-  CHECK_EQ(maps(c), maps0);
-  CHECK_EQ(fds(c), fds0);
-  user_regs_struct r1 = ck::get_regs(c);
-  CHECK(std::memcmp(&r0, &r1, sizeof r0) == 0);
-  CHECK(ck::get_xsave(c) == x0);
-  CHECK_EQ(ck::get_sigmask(c), m0);
-  CHECK_EQ(finish_child(c), 0);
-  munmap(g_buf, kPages * kPage);
+  check_same(c, before);
 }
 
 TEST(parasite_fault_and_bad_args_leave_the_child_as_it_was) {
-  fill();
-  pid_t c = start_child(ck::ck64(g_buf, kPages * kPage));
-  std::string maps0 = maps(c);
-  user_regs_struct r0 = ck::get_regs(c);
-  uint64_t m0 = ck::get_sigmask(c);
+  State before;
+  pid_t c = data_child(&before);
   {
     ck::Parasite p(c, c, ck::find_syscall_insn(c));
-    static ck_parasite_args a;
-    set_args(&a, p, {{reinterpret_cast<uint64_t>(g_buf), CK_PARASITE_MAX_PAGES + 1}}, 0);  // too many pages
-    ck::write_mem(c, p.args_addr(), &a, sizeof a);
+    put_args(c, p, {{reinterpret_cast<uint64_t>(g_buf), CK_PARASITE_MAX_PAGES + 1}});  // too many pages
     CHECK_EQ(p.run(), -CK_PARASITE_EBADARGS);
-    set_args(&a, p, {{4096, 1}}, 0);  // nothing mapped there
-    ck::write_mem(c, p.args_addr(), &a, sizeof a);
+    put_args(c, p, {{4096, 1}});  // nothing mapped there
     CHECK_THROWS(p.run(), 1, "got signal 11");
     CHECK_THROWS(p.run(), 1, "failed before");
   }
-  CHECK_EQ(maps(c), maps0);
-  user_regs_struct r1 = ck::get_regs(c);
-  CHECK(std::memcmp(&r0, &r1, sizeof r0) == 0);
-  CHECK_EQ(ck::get_sigmask(c), m0);
-  CHECK_EQ(finish_child(c), 0);
-  munmap(g_buf, kPages * kPage);
+  check_same(c, before);
 }
 
 TEST(parasite_stops_when_its_reader_goes) {
-  fill();
-  pid_t c = start_child(ck::ck64(g_buf, kPages * kPage));
-  std::string maps0 = maps(c), fds0 = fds(c);
-  uint64_t m0 = ck::get_sigmask(c);
+  State before;
+  pid_t c = data_child(&before);
   {
     ck::Parasite p(c, c, ck::find_syscall_insn(c));
-    static ck_parasite_args a;
-    set_args(&a, p, {{reinterpret_cast<uint64_t>(g_buf), kPages}}, 0);
-    ck::write_mem(c, p.args_addr(), &a, sizeof a);
+    put_args(c, p, {{reinterpret_cast<uint64_t>(g_buf), kPages}});
     // Nobody reads: the parasite fills the pipe with chunk 0 and waits
     // there, until the reader's connection goes.
     int sv[2];
@@ -254,11 +260,7 @@ TEST(parasite_stops_when_its_reader_goes) {
     gone.join();
     close(sv[0]);
   }
-  CHECK_EQ(maps(c), maps0);
-  CHECK_EQ(fds(c), fds0);
-  CHECK_EQ(ck::get_sigmask(c), m0);
-  CHECK_EQ(finish_child(c), 0);
-  munmap(g_buf, kPages * kPage);
+  check_same(c, before);
 }
 
 }  // namespace

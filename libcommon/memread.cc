@@ -486,7 +486,6 @@ void MemReader::end_session() {
 }
 
 bool MemReader::open_session() {
-  sess_.tried = true;
   try {
     TracerClient::Opened o = tracer_->open(pid_);
     sess_.args = o.args;
@@ -504,7 +503,6 @@ bool MemReader::open_session() {
     if (o.pipe_size < CK_PARASITE_CHUNK_PAGES * kPageSize) {
       LOG_DEBUG("pid %d: parasite pipe of %zu bytes: reading instead", pid_, o.pipe_size);
       end_session();
-      sess_.tried = true;
     }
   } catch (const Error& e) {
     LOG_DEBUG("pid %d: no parasite (%s): reading its memory instead", pid_, e.what());
@@ -623,7 +621,6 @@ bool MemReader::flush_in_place() {
   }
   LOG_WARN("pid %d: %s: reading its memory instead", pid_, failure.c_str());
   end_session();
-  sess_.tried = true;
   // What the parasite did not send, through the buffer.
   std::vector<Segment> rest;
   size_t skip = done * kPageSize;

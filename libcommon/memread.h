@@ -107,7 +107,6 @@ class MemReader {
     bool in_place;        // readable memory: the parasite may take it
   };
   struct Session {        // the page parasite in pid_, through the tracer
-    bool tried = false;
     uint64_t args = 0;
     int remote[3] = {-1, -1, -1};  // its pages, bell and ack fds, in the target
     ScopedFd pages, bell, ack;     // ours; pages valid: the parasite is in

@@ -59,10 +59,9 @@ pid_t pidfd_getfd_from(pid_t pid, int fd, int* err) {
 size_t parasite_blob_size() { return static_cast<size_t>(ck_parasite_blob_end - ck_parasite_blob); }
 
 // A pipe made in the target: it keeps `remote_keep` (0: read end, 1: write
-// end), we take the other through pidfd_getfd (and keep its number there
-// closed).
-void Parasite::take_pipe(int remote_keep, int remote_give, ScopedFd* ours, int* keep_slot) {
-  (void)remote_give;
+// end) as *keep_slot; we take the other end with pidfd_getfd and close it
+// in the target.
+void Parasite::take_pipe(int remote_keep, ScopedFd* ours, int* keep_slot) {
   rs_.check("pipe2", SYS_pipe2, args_, O_CLOEXEC);
   int fds[2];
   read_mem(pid_, args_, fds, sizeof fds);
@@ -94,9 +93,9 @@ Parasite::Parasite(pid_t pid, pid_t tid, uint64_t insn) : pid_(pid), tid_(tid), 
     stack_top_ = base_ + len_ - 64;
     write_mem(pid, base_, ck_parasite_blob, parasite_blob_size());
     rs_.check("mprotect", SYS_mprotect, base_, code, PROT_READ | PROT_EXEC);
-    take_pipe(1, 0, &pages_, &remote_[0]);  // the target writes pages
-    take_pipe(1, 0, &bell_, &remote_[1]);   // and bells
-    take_pipe(0, 1, &ack_, &remote_[2]);    // and reads acks
+    take_pipe(1, &pages_, &remote_[0]);  // the target writes pages
+    take_pipe(1, &bell_, &remote_[1]);   // and bells
+    take_pipe(0, &ack_, &remote_[2]);    // and reads acks
     int got = ::fcntl(pages_.get(), F_SETPIPE_SZ, static_cast<int>(kPipeBytes));
     pipe_size_ = got > 0 ? static_cast<size_t>(got) : 0;
     // Fault signals at SIG_DFL meanwhile (see kFaultSignals).

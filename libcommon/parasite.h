@@ -56,7 +56,7 @@ class Parasite {
   long run(int cancel_fd = -1);
 
  private:
-  void take_pipe(int remote_keep, int remote_give, ScopedFd* ours, int* keep_slot);
+  void take_pipe(int remote_keep, ScopedFd* ours, int* keep_slot);
 
   pid_t pid_, tid_;
   RemoteSyscalls rs_;

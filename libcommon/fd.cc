@@ -1,6 +1,8 @@
 #include "fd.h"
 
 #include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <string>
@@ -8,6 +10,12 @@
 #include "error.h"
 
 namespace ck {
+
+ScopedFd take_fd(pid_t pid, int fd) {
+  ScopedFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd.valid()) return ScopedFd();
+  return ScopedFd(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0)));
+}
 
 void write_full(int fd, const void* buf, size_t len) {
   auto* p = static_cast<const char*>(buf);

@@ -32,6 +32,10 @@ class ScopedFd {
   int fd_ = -1;
 };
 
+// A copy of fd number `fd` of process `pid` (pidfd_getfd, which needs
+// ptrace access to it); invalid, with errno set, if that fails.
+ScopedFd take_fd(pid_t pid, int fd);
+
 // Writes/reads all of buf, retrying on EINTR and short counts.  Throw on error;
 // read_full returns the bytes read, short only at EOF.
 void write_full(int fd, const void* buf, size_t len);

@@ -104,7 +104,7 @@ class MemReader {
     uint64_t label;       // PageRun.addr (address, or offset into the object)
     uint64_t shmid;
     size_t off, len;      // in the buffer
-    bool in_place;        // readable memory: the parasite may take it
+    bool in_place;        // sent by reference through the parasite, not read into the buffer
   };
   struct Session {        // the page parasite in pid_, through the tracer
     uint64_t args = 0;

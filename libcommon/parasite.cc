@@ -43,17 +43,6 @@ uint64_t parasite_sigmask() {
   return m;
 }
 
-pid_t pidfd_getfd_from(pid_t pid, int fd, int* err) {
-  ScopedFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  if (!pidfd.valid()) {
-    *err = errno;
-    return -1;
-  }
-  int got = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0));
-  *err = errno;
-  return got;
-}
-
 }  // namespace
 
 size_t parasite_blob_size() { return static_cast<size_t>(ck_parasite_blob_end - ck_parasite_blob); }
@@ -66,8 +55,8 @@ void Parasite::take_pipe(int remote_keep, ScopedFd* ours, int* keep_slot) {
   int fds[2];
   read_mem(pid_, args_, fds, sizeof fds);
   *keep_slot = fds[remote_keep];
-  int err = 0;
-  ours->reset(pidfd_getfd_from(pid_, fds[1 - remote_keep], &err));
+  *ours = take_fd(pid_, fds[1 - remote_keep]);
+  int err = errno;
   rs_.syscall(SYS_close, static_cast<uint64_t>(fds[1 - remote_keep]));
   if (!ours->valid()) throw_errno(strf("unable to take the parasite's pipe out of pid %d", pid_), err);
 }
@@ -113,23 +102,18 @@ Parasite::Parasite(pid_t pid, pid_t tid, uint64_t insn) : pid_(pid), tid_(tid), 
     set_sigmask(tid, parasite_sigmask());
     mask_set_ = true;
   } catch (...) {
-    if (mask_set_) set_sigmask(tid, sigmask_);
-    for (auto& [s, old] : old_actions_) {
-      write_mem(pid, args_ + 64, old.data(), old.size());
-      rs_.syscall(SYS_rt_sigaction, static_cast<uint64_t>(s), args_ + 64, 0, 8);
-    }
-    for (int fd : remote_)
-      if (fd >= 0) rs_.syscall(SYS_close, static_cast<uint64_t>(fd));
-    if (base_) rs_.syscall(SYS_munmap, base_, len_);
+    take_out();
     throw;
   }
   LOG_DEBUG("pid %d: parasite in thread %d at %#lx, pipe of %zu bytes", pid, tid, static_cast<unsigned long>(base_),
             pipe_size_);
 }
 
-Parasite::~Parasite() {
-  // Remote syscalls run from the saved registers whatever state the
-  // parasite left the thread in.
+Parasite::~Parasite() { take_out(); }  // rs_ then puts the general registers back
+
+// Undoes whatever of the constructor was done.  Remote syscalls run from
+// the saved registers whatever state the parasite left the thread in.
+void Parasite::take_out() {
   try {
     for (auto& [s, old] : old_actions_) {
       write_mem(pid_, args_ + 64, old.data(), old.size());
@@ -137,7 +121,7 @@ Parasite::~Parasite() {
     }
     for (int fd : remote_)
       if (fd >= 0) rs_.syscall(SYS_close, static_cast<uint64_t>(fd));
-    rs_.syscall(SYS_munmap, base_, len_);
+    if (base_) rs_.syscall(SYS_munmap, base_, len_);
   } catch (const std::exception& e) {
     LOG_ERROR("unable to take the parasite out of pid %d: %s", pid_, e.what());
   }
@@ -147,7 +131,6 @@ Parasite::~Parasite() {
   } catch (const std::exception& e) {
     LOG_ERROR("unable to restore thread %d after the parasite: %s", tid_, e.what());
   }
-  // rs_ puts the general registers back last.
 }
 
 long Parasite::run(int cancel_fd) {

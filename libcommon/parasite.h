@@ -57,6 +57,7 @@ class Parasite {
 
  private:
   void take_pipe(int remote_keep, ScopedFd* ours, int* keep_slot);
+  void take_out();  // the constructor's work undone (also half done)
 
   pid_t pid_, tid_;
   RemoteSyscalls rs_;

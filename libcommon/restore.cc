@@ -426,11 +426,11 @@ struct MmBuilder {
       LOG_DEBUG("pid %d: no userfaultfd (%s): pages go through process_vm_writev", pid, strerror(static_cast<int>(-tfd)));
       return;
     }
-    ScopedFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, opid, 0)));
-    int fd = pidfd.get() >= 0 ? static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), tfd, 0)) : -1;
+    ScopedFd fd = ck::take_fd(opid, static_cast<int>(tfd));
+    int err = errno;
     rs->check("close", SYS_close, tfd);
-    if (fd < 0) throw_errno(strf("unable to take the userfaultfd of pid %d", pid));
-    uffd.reset(fd);
+    if (!fd.valid()) throw_errno(strf("unable to take the userfaultfd of pid %d", pid), err);
+    uffd = std::move(fd);
     struct uffdio_api api = {UFFD_API, 0, 0};
     if (::ioctl(uffd.get(), UFFDIO_API, &api) != 0) throw_errno("userfaultfd: UFFDIO_API");
     for (auto& [a, b] : want) {

@@ -295,9 +295,7 @@ int take_from_holder(pid_t holder) {
     errno = ESRCH;
     return -1;
   }
-  ScopedFd pidfd(pidfd_open(holder));
-  if (!pidfd.valid()) return -1;
-  return pidfd_getfd(pidfd.get(), kHolderUffd);
+  return take_fd(holder, kHolderUffd).extract();
 }
 
 void stop_holder(pid_t holder) {

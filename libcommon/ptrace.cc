@@ -159,10 +159,8 @@ long RemoteSyscalls::syscall(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uin
   for (;;) {
     if (ptrace(PTRACE_SYSCALL, tid_, 0, 0) != 0) throw_errno(strf("unable to resume thread %d", tid_));
     int st;
-    if (waitpid(tid_, &st, __WALL) < 0) {
-      if (errno == EINTR) continue;
-      throw_errno(strf("unable to wait for thread %d", tid_));
-    }
+    while (waitpid(tid_, &st, __WALL) < 0)  // an interrupted wait: the thread runs on, wait again
+      if (errno != EINTR) throw_errno(strf("unable to wait for thread %d", tid_));
     if (!WIFSTOPPED(st)) fail(strf("thread %d died during a remote syscall", tid_));
     // An interrupt asked for earlier (or a group stop) taken on the way:
     // the syscall has not run yet, nothing else ran; go on.

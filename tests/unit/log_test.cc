@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -398,7 +399,10 @@ int crash_mode(int argc, char** argv) {
   for (long i = threads * share; i < n; ++i) LOG_DEBUG("crash message %ld", i);
   while (crash_ready.load() < threads - 1) usleep(100);
   if (how == "abort") std::abort();
-  if (how == "segv") *static_cast<volatile int*>(nullptr) = 1;
+  if (how == "segv") {  // a real fault, not a null store (UBSan would stop that first)
+    void* none = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    *static_cast<volatile int*>(none) = 1;
+  }
   if (how == "bus" || how == "fpe" || how == "ill")
     ::raise(how == "bus" ? SIGBUS : how == "fpe" ? SIGFPE : SIGILL);
   if (how == "exit") std::exit(1);

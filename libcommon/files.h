@@ -22,6 +22,8 @@
 
 namespace ck {
 
+class SockRestorer;
+
 // Deleted files and memfds carry their contents in the image up to this size;
 // bigger ones are refused by name.  The contents travel inside the FileDesc
 // frame, and a frame is at most 16 MiB (stream.h kMaxFrame), hence 15 MiB.
@@ -43,6 +45,9 @@ class FileDumper {
   // Records pid's fd table.  Descriptions shared with an fd already recorded
   // (same or another pid given to this dumper) get the same FileDesc id.
   void dump_process(pid_t pid);
+  // Records one fd (ck-sockdump: a file in flight, received into its own
+  // fd table); fds().back() then names its description.
+  void dump_fd(pid_t pid, int fd) { one_fd(pid, fd, true); }
 
   const std::vector<pb::FileDesc>& descs() const { return descs_; }
   const std::vector<pb::Fd>& fds() const { return fds_; }
@@ -77,11 +82,14 @@ class FileRestorer {
   // description once in the calling process at fd numbers >= base (raised
   // above the highest target fd number if needed, so install() never
   // overwrites a restorer-side fd); not CLOEXEC, so forked children inherit
-  // them.  Sockets are refused (status 3).
+  // them.  Sockets are made by the socket restorer given to use_sockets(),
+  // after every other file (fds in flight) and before epolls; without one,
+  // or without state for a socket, they are refused (status 3).
   void open_all(const std::vector<pb::FileDesc>& descs, const std::vector<pb::Fd>& fds, int base);
   // Terminal fds of the image open this terminal (--shell-job); without
   // one, open_all refuses them by name.  Call before open_all.
   void use_terminal(const std::string& path) { terminal_ = path; }
+  void use_sockets(SockRestorer* s) { sockets_ = s; }
   int fd_of(uint32_t desc_id) const;  // restorer-side fd of a description; -1 if none
   // After open_all: no fd number from here up is a restorer-side fd or any
   // task's target number, so fds that must survive install() (keep) are
@@ -115,6 +123,7 @@ class FileRestorer {
 
   int next_ = 0;
   std::string terminal_;
+  SockRestorer* sockets_ = nullptr;
   std::map<uint32_t, int> open_;                 // desc id -> restorer fd
   std::map<uint32_t, const pb::FileDesc*> desc_by_id_;
   std::map<uint32_t, std::pair<pid_t, int>> first_fd_;  // desc id -> (pid, fd)

@@ -29,6 +29,7 @@
 #include "fd.h"
 #include "files.h"
 #include "log.h"
+#include "sock_restore.h"
 
 CK_LOG_MODULE("files");
 
@@ -113,7 +114,9 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
   for (const auto& d : descs) {
     switch (d.kind()) {
       case pb::FILE_SOCKET:
-        bad_input(who(d.id()) + " is a socket and the image has no socket state (run ck-sockdump)");
+        if (!sockets_ || !sockets_->has(d.id()))
+          bad_input(who(d.id()) + " is a socket and the image has no socket state (run ck-sockdump)");
+        break;
       case pb::FILE_REG:
       case pb::FILE_DIR:
       case pb::FILE_FIFO:
@@ -152,13 +155,23 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
   std::string inotify_dummy;  // throwaway directory for burning inotify wds
   try {
     std::set<std::string> used_ends;
-    // Everything but epolls first, in id order; then epolls (targets are added by install()).
+    // Everything but sockets and epolls first, in id order; then sockets
+    // (their queues may carry the others in flight); then epolls (targets
+    // are added by install()).
     std::vector<const pb::FileDesc*> order;
-    for (const auto& d : descs) if (d.kind() != pb::FILE_EPOLL) order.push_back(&d);
+    for (const auto& d : descs) if (d.kind() != pb::FILE_EPOLL && d.kind() != pb::FILE_SOCKET) order.push_back(&d);
     for (const auto& d : descs) if (d.kind() == pb::FILE_EPOLL) order.push_back(&d);
+    bool sockets_done = false;
+    auto open_sockets = [&] {
+      sockets_done = true;
+      if (!sockets_ || sockets_->empty()) return;
+      auto made = sockets_->open_all(descs, [&](uint32_t id) { return fd_of(id); }, [&](uint32_t id) { return who(id); });
+      for (auto& [id, fd] : made) open_[id] = place(fd);
+    };
 
     for (const pb::FileDesc* dp : order) {
       const pb::FileDesc& d = *dp;
+      if (d.kind() == pb::FILE_EPOLL && !sockets_done) open_sockets();
       const std::string w = who(d.id());
       const std::string key = inode_key(d);
       const uint32_t oflags = d.flags() & kOpenFlagMask;
@@ -361,6 +374,7 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
       }
       open_[d.id()] = place(fd);
     }
+    if (!sockets_done) open_sockets();
     if (!inotify_dummy.empty()) ::rmdir(inotify_dummy.c_str());
   } catch (...) {
     if (!inotify_dummy.empty()) ::rmdir(inotify_dummy.c_str());

@@ -529,17 +529,21 @@ int freeze_tree(const FreezeOptions& o) {
   }
   if (status != 0) {
     LOG_WARN("'%s' exited with status %d: the tree resumes as it was", o.command[0].c_str(), status);
+    tracer->undo_all();  // the stages' side effects, while the tree is still frozen
     tree.release(0);
     return status;
   }
   switch (o.commit) {
     case FreezeOptions::kKill:
-      tree.kill_and_wait();
+      tree.kill_and_wait();  // sockets in repair mode die without a word to their peers
+      if (tracer) tracer->drop_undo();
       break;
     case FreezeOptions::kLeaveRunning:
+      if (tracer) tracer->undo_all();
       tree.release(0);
       break;
     case FreezeOptions::kLeaveStopped:
+      if (tracer) tracer->undo_all();
       tree.release(SIGSTOP);
       break;
   }

@@ -296,6 +296,7 @@ void create_tasks(Restorer& R) {
       R.tasks[pp].children.push_back(pid);
     }
   }
+  R.files.use_sockets(&R.sock);
   R.files.open_all(R.descs, R.fds, 100);
   int rp[2];
   if (pipe2(rp, O_CLOEXEC) != 0) throw_errno("unable to create a pipe");
@@ -367,6 +368,14 @@ void create_tasks(Restorer& R) {
       R.seized.insert(tid);
       if (!wait_interrupt_stop(tid)) fail(strf("thread %d of pid %d died during restore", tid, pid));
     }
+  // Every task exists: socket queues (credentials name live pids), owners.
+  with_context("restoring sockets", [&] {
+    R.sock.fill([&](pid_t p) -> pid_t {
+      if (!R.pidns) return p;
+      auto it = R.outer_of.find(p);
+      return it == R.outer_of.end() ? 0 : it->second;
+    });
+  });
   LOG_INFO("created %zu processes", R.tasks.size());
 }
 
@@ -430,8 +439,14 @@ int restore_tree(const RestoreOptions& o) {
     src = std::make_unique<StreamSource>(0);
   else
     src = std::make_unique<ImageSource>(o.dir);
+  if (!o.netns.empty()) {  // the tree, its sockets and the locks to lift live there
+    ScopedFd ns(::open(o.netns.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns.valid()) throw_errno("unable to open '" + o.netns + "'");
+    if (::setns(ns.get(), CLONE_NEWNET) < 0) throw_errno("unable to enter the network namespace '" + o.netns + "'");
+  }
   ShellTerminal term;  // declared before R: a failed restore kills the tree, then takes the terminal back
   Restorer R;
+  R.sock.set_unlock_on_failure(o.unlock_on_failure);
   R.pidns = o.pidns;
   if (o.shell_job) {
     // ck-restore sees the job stop only if the root is its own child, which
@@ -529,7 +544,13 @@ int restore_tree(const RestoreOptions& o) {
         R.cgroups.push_back(f.cgroup());
         break;
       case pb::Frame::kSocket:
-        R.socket_descs.insert(f.socket().desc());
+        // ck-sockdump writes its frames before the first memory layout:
+        // sockets are made with the other files, before the tasks.
+        if (created) bad_input("socket state after the memory layout (the stream was reordered?)");
+        R.sock.add(f.socket());
+        break;
+      case pb::Frame::kNetlock:
+        R.sock.add_lock(f.netlock());
         break;
       default:
         break;  // frames of later stages this restorer does not use
@@ -558,6 +579,7 @@ int restore_tree(const RestoreOptions& o) {
     });
   }
   const pid_t job = o.shell_job ? shell_job_foreground(R, term) : 0;
+  with_context("restoring sockets", [&] { R.sock.finish(); });  // repair off, locks lifted: the tree runs next
   for (pid_t tid : R.seized) detach_thread(tid);
   if (R.cg) R.cg->finish();  // freezes what was frozen, with its tasks in it
   if (R.go_w >= 0 && (::write(R.go_w, "g", 1) != 1 || ::close(R.go_w) != 0))

@@ -13,6 +13,8 @@ struct RestoreOptions {
   std::string cgroup_root = "/";     // restore the image's cgroups under this one
   std::string cgroup_mode = "strict";  // strict | overwrite | ignore (see ck-cgdump(1))
   bool cgroup_skip_missing = false;  // a setting the kernel lacks: warn, not fail
+  std::string netns;      // --netns PATH: restore into this network namespace
+  bool unlock_on_failure = false;  // a failed restore lifts the network lock (default: kept for a retry)
 };
 
 // Returns ck-restore's exit status: the root task's, or 0 with detach.

@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "stream.h"
 
 namespace ck {
 
@@ -27,6 +28,7 @@ int run_tool(const char* tool, CLI::App& app, CommonOptions& o, int argc, char**
   log::set_tool(tool);
   log::install_crash_handlers();  // a crash still writes every message logged before it
   ::signal(SIGPIPE, SIG_IGN);
+  app.set_version_flag("--version", std::string(tool) + " " + kVersion);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -13,6 +13,9 @@
 namespace ck {
 
 void add_common_options(CLI::App& app, CommonOptions& o) {
+  // Subcommands made after this take the common flags too
+  // ("ck-store put -v"): they inherit fallthrough from their parent.
+  app.fallthrough();
   app.add_flag("-v,--verbose", o.verbose, "more messages (repeat for more); CK_LOG sets levels per module");
   app.add_flag("-q,--quiet", o.quiet, "errors only");
   app.add_option("--log-file", o.log_file, "write messages to this file instead of stderr");

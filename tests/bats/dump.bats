@@ -143,7 +143,7 @@ s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)'
   assert_output "ck-store: '$T/img' already holds an image (--force replaces it)"
   [ "$(cat "$T/img/manifest")" = "$before" ]
   ! any_stopped "$WPID"
-  run ck-dump -t "$WPID" -D "$T/img" --force
+  run ck-dump -v -t "$WPID" -D "$T/img" --force  # (-v goes to every stage: ck-store put takes it too)
   assert_success
   [ "$(cat "$T/img/manifest")" != "$before" ]
   run ck-restore -D "$T/img" -d

@@ -143,7 +143,7 @@ restore_check() {  # restore_check DIR [PID...]: restore, check every pid given 
   mkdir "$CGDIR"
   start_wl writer -m 16 -r 1000
   echo "$WPID" > "$CGDIR/cgroup.procs"
-  run ck-predump -t "$WPID" -D "$T/img" --max-rounds 2
+  run ck-predump -v -t "$WPID" -D "$T/img" --max-rounds 2
   assert_success
   run ck-crit show -D "$T/img/last"
   assert_output --partial "${CGDIR#"$cgfs"}"

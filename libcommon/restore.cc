@@ -48,6 +48,7 @@
 #include "ptrace.h"
 #include "stream.h"
 #include "page_source.h"
+#include "restorable.h"
 #include "restore_impl.h"
 #include "tty.h"
 
@@ -277,24 +278,17 @@ void check_zombie(Restorer& R, pid_t pid) {
     LOG_WARN("zombie pid %d: in process group %llu, not %d", pid, static_cast<unsigned long long>(st.u(5)), pgid);
 }
 
+// The shape of the tree (a root, parents in the image, thread state for
+// every live process) was checked by the restorability check.
 void create_tasks(Restorer& R) {
   for (auto& [pid, t] : R.tasks) {
-    if (t.proc.zombie()) {
-      if (pid == R.root) bad_input(strf("the root pid %d is a zombie in the image", pid));
-      if (!t.threads.empty() || t.mm_seen) bad_input(strf("zombie pid %d has threads or memory in the image", pid));
-      if (!R.pidns && !pid_free(pid)) fail(strf("pid %d is in use: unable to restore zombie pid %d", pid, pid));
-    } else if (t.threads.empty()) {
-      bad_input(strf("image has no thread state for pid %d", pid));
-    }
+    if (t.proc.zombie() && !R.pidns && !pid_free(pid))
+      fail(strf("pid %d is in use: unable to restore zombie pid %d", pid, pid));
     for (auto& th : t.threads)
       if (!R.pidns && !pid_free(static_cast<pid_t>(th.tid())))
         fail(strf("pid %u is in use: unable to restore %s of pid %d", th.tid(),
                   th.tid() == static_cast<uint32_t>(pid) ? "process" : "thread", pid));
-    auto pp = static_cast<pid_t>(t.proc.ppid());
-    if (pid != R.root) {
-      if (!R.tasks.count(pp)) bad_input(strf("pid %d: its parent %d is not in the image", pid, pp));
-      R.tasks[pp].children.push_back(pid);
-    }
+    if (pid != R.root) R.tasks[static_cast<pid_t>(t.proc.ppid())].children.push_back(pid);
   }
   R.files.use_sockets(&R.sock);
   R.files.open_all(R.descs, R.fds, 100);
@@ -433,6 +427,24 @@ static int wait_shell_job(pid_t child, pid_t job, ShellTerminal& term) {
   }
 }
 
+// --inherit-fd NAME=FD: FD, an fd of ck-restore, replaces the external
+// resource NAME of the image.
+static void inherit_fds(const RestoreOptions& o, RestoreEnv* env, FileRestorer* files) {
+  for (const auto& spec : o.inherit_fds) {
+    size_t eq = spec.rfind('=');
+    char* end = nullptr;
+    long fd = eq == std::string::npos ? -1 : std::strtol(spec.c_str() + eq + 1, &end, 10);
+    if (eq == std::string::npos || eq == 0 || end == spec.c_str() + eq + 1 || *end || fd < 0 || fd > INT32_MAX)
+      usage_error("--inherit-fd '" + spec + "' is not NAME=FD (e.g. 'pipe:[1234]=0')");
+    if (::fcntl(static_cast<int>(fd), F_GETFD) < 0)
+      usage_error(strf("--inherit-fd '%s': fd %ld of ck-restore is not open", spec.c_str(), fd));
+    if (fd == 0 && o.dir.empty()) usage_error("--inherit-fd '" + spec + "': fd 0 carries the stream (use -D DIR)");
+    const std::string name = spec.substr(0, eq);
+    if (!env->inherited.insert(name).second) usage_error("--inherit-fd: '" + name + "' given twice");
+    files->inherit(name, static_cast<int>(fd));
+  }
+}
+
 int restore_tree(const RestoreOptions& o) {
   std::unique_ptr<Source> src;
   if (o.dir.empty())
@@ -455,6 +467,16 @@ int restore_tree(const RestoreOptions& o) {
     if (!term.open()) fail("--shell-job: ck-restore has no terminal (none of fds 0, 1, 2 is one, and no /dev/tty)");
     R.files.use_terminal(term.path());
   }
+  RestoreEnv env;
+  env.shell_job = o.shell_job;
+  inherit_fds(o, &env, &R.files);
+  if (o.cgroup_v1 != "warn" && o.cgroup_v1 != "refuse") usage_error("--cgroup-v1 is warn or refuse");
+  env.cgroup_v1_refuse = o.cgroup_v1 == "refuse";
+  std::string own_cg;
+  if (try_read_file("/proc/self/cgroup", &own_cg)) env.own_cgroup_v1 = cgroup_v1_lines(own_cg);
+  // Every frame goes through ck-restore's own acceptance before it is used
+  // (restorable.h): what it refuses, nothing below sees.
+  RestoreCheck check = RestoreCheck::for_restore(env);
   fill_creds(getpid(), &R.own_creds);
   R.own_creds.set_securebits(static_cast<uint32_t>(prctl(PR_GET_SECUREBITS)));
   R.last_cap = std::atoi(read_file("/proc/sys/kernel/cap_last_cap").c_str());
@@ -464,6 +486,7 @@ int restore_tree(const RestoreOptions& o) {
   std::vector<char> buf(4 << 20);
   std::vector<std::unique_ptr<TaskBuilder>> done;
   while (src->next(&f)) {
+    check.frame(f);
     switch (f.body_case()) {
       case pb::Frame::kHeader:
         R.root = static_cast<pid_t>(f.header().root_pid());
@@ -485,13 +508,11 @@ int restore_tree(const RestoreOptions& o) {
         break;
       case pb::Frame::kMm: {
         if (!created) {
-          if (!R.tasks.count(R.root)) bad_input(strf("image has no process record for the root pid %d", R.root));
           create_tasks(R);
           created = true;
         }
         pid_t p = static_cast<pid_t>(f.mm().pid() ? f.mm().pid() : f.pid());
-        if (!R.tasks.count(p)) bad_input(strf("memory layout for pid %d, which the image has no process for", p));
-        Task& t = R.tasks[p];
+        Task& t = R.tasks.at(p);
         t.vmas.assign(f.mm().vmas().begin(), f.mm().vmas().end());
         t.mm_seen = true;
         if (mm) done.push_back(std::move(mm));
@@ -502,15 +523,17 @@ int restore_tree(const RestoreOptions& o) {
       case pb::Frame::kPages: {
         const pb::PageRun& run = f.pages();
         uint64_t len = uint64_t{run.npages()} * kPage;
+        // Where a run goes was checked: inside its object, or inside the
+        // layout it follows.
         if (run.shmid()) {
           auto it = R.shm.find(run.shmid());
           if (it == R.shm.end() || run.addr() + len > it->second.size)
-            bad_input(strf("page run for shared object %#lx outside it", (unsigned long)run.shmid()));
+            fail(strf("internal: page run for shared object %#lx outside it", (unsigned long)run.shmid()));
           if (run.has_payload()) src->read_payload(it->second.base + run.addr(), len);
           break;
         }
         if (!mm || static_cast<pid_t>(run.pid()) != mm->pid)
-          bad_input(strf("page run for pid %u outside its memory layout", run.pid()));
+          fail(strf("internal: page run for pid %u outside its memory layout", run.pid()));
         const pb::Vma* v = mm->vma_at(run.addr());
         for (uint64_t a = run.addr(); v && a < run.addr() + len;) {  // a run may span adjacent VMAs
           const pb::Vma* w = mm->vma_at(a);
@@ -518,8 +541,8 @@ int restore_tree(const RestoreOptions& o) {
           else a = w->end();
         }
         if (!v)
-          bad_input(strf("page run %#lx+%u pages of pid %u is outside every mapping", (unsigned long)run.addr(),
-                         run.npages(), run.pid()));
+          fail(strf("internal: page run %#lx+%u pages of pid %u is outside every mapping", (unsigned long)run.addr(),
+                    run.npages(), run.pid()));
         if (!run.has_payload()) {
           if (v->kind() == pb::VMA_FILE_PRIVATE) {  // zeroed COW pages of a file mapping
             std::fill(buf.begin(), buf.end(), 0);
@@ -556,10 +579,8 @@ int restore_tree(const RestoreOptions& o) {
         break;  // frames of later stages this restorer does not use
     }
   }
-  if (!created) bad_input("image has no memory layout (was ck-memread in the pipeline?)");
+  check.end();  // a layout for every process, the state every socket needs
   if (mm) done.push_back(std::move(mm));
-  for (auto& [pid, t] : R.tasks)
-    if (!t.mm_seen && !t.proc.zombie()) bad_input(strf("image has no memory layout for pid %d", pid));
   for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish_memory(); b->finish_task(); });
   if (!R.cgroups.empty()) {  // every task into its cgroup before it runs
     CgroupRestoreOptions co;

@@ -1,6 +1,7 @@
 // ck-restore: recreate a dumped process tree and resume it.
 #pragma once
 #include <string>
+#include <vector>
 
 namespace ck {
 
@@ -15,6 +16,8 @@ struct RestoreOptions {
   bool cgroup_skip_missing = false;  // a setting the kernel lacks: warn, not fail
   std::string netns;      // --netns PATH: restore into this network namespace
   bool unlock_on_failure = false;  // a failed restore lifts the network lock (default: kept for a retry)
+  std::string cgroup_v1 = "warn";    // a v1 membership that differs from ck-restore's own: warn | refuse
+  std::vector<std::string> inherit_fds;  // "NAME=FD": FD replaces the image's external resource NAME
 };
 
 // Returns ck-restore's exit status: the root task's, or 0 with detach.

@@ -30,10 +30,11 @@
 // Frames are kept as they came, so a 1.1 image holds the digest of each
 // payload in its PageRun frame and a 1.0 image (stored as it was put, not
 // converted) none.  A chain presents itself in the version of its newest
-// image; in a 1.1 one, a run of an older round that is presented whole
-// keeps its stored digest, and one presented in part (a newer round
-// replaced some of its pages) gets the digest of that part, computed from
-// pages.img when next() returns it.
+// image, as a whole image.  In a 1.1 one, a run of an older round that is presented whole keeps its stored
+// digest; one presented in part (a newer round replaced some of its pages)
+// gets the digest of each part, computed in one read of the whole stored
+// run that first checks the stored digest (status 3 if it does not match),
+// when next() returns its first part.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -96,6 +97,8 @@ class ImageSet {
   void read_pages(void* dst, size_t len, uint64_t off) const;
 
   int pages_fd() const { return cur_fd_ >= 0 ? cur_fd_ : pages_.get(); }
+  // The image whose pages.img that is (a parent's, for a run of an older round).
+  const std::string& payload_dir() const { return cur_dir_ ? *cur_dir_ : dir_; }
   uint64_t pages_size() const { return pages_size_; }
   const pb::Header& header() const { return header_; }
   const pb::Trailer& trailer() const { return trailer_; }
@@ -117,7 +120,19 @@ class ImageSet {
     std::string raw;
     uint64_t off, len, left;
     pb::PageRun run;        // the run of a frame with payload (else empty)
-    bool need_digest = false;  // a part of a stored run: digest to compute
+    int partial = -1;       // a part of a stored run: its partials_ entry
+    int part = 0;           // and which part
+  };
+  // A stored run of an older round that goes out in parts.
+  struct Partial {
+    size_t level = 0;
+    pb::PageRun stored;     // as it was stored (for messages)
+    uint64_t off = 0;       // in that round's pages.img
+    bool has_digest = false;
+    uint64_t digest = 0;
+    std::vector<std::pair<uint64_t, uint64_t>> parts;  // (offset in the run, length)
+    std::vector<uint64_t> part_digests;
+    bool checked = false;
   };
   struct RunRef {
     uint64_t addr, npages, off;
@@ -127,7 +142,7 @@ class ImageSet {
     uint64_t digest;
   };
   void set_current(const Saved& sv);
-  void compute_digest(pb::Frame* f, Saved* sv);
+  void check_partial(Partial& pt);
   struct Level {  // what an older round holds, per pid
     bool incremental = false;
     std::map<uint32_t, std::vector<RunRef>> runs;
@@ -137,6 +152,8 @@ class ImageSet {
   std::vector<std::unique_ptr<ImageSet>> parents_;
   std::vector<Level> levels_;
   int cur_fd_ = -1;
+  const std::string* cur_dir_ = nullptr;
+  std::vector<Partial> partials_;  // of the block being presented
   bool have_look_ = false, look_ok_ = false;
   pb::Frame look_;
   Saved look_saved_;
@@ -145,7 +162,7 @@ class ImageSet {
   std::map<uint64_t, uint64_t> covered_;
   std::vector<std::pair<pb::Frame, Saved>> pending_;
   size_t pending_at_ = 0;
-  std::vector<int> pending_fd_;
+  std::vector<size_t> pending_level_;
   bool read_frame(std::string* out);  // false at end of frames.img
   void fill(void* dst, size_t len, const char* where);
   [[noreturn]] void corrupt(const std::string& why) const;
@@ -166,7 +183,8 @@ class ImageSet {
   pb::PageRun run_;       // the current payload's run
   bool check_run_ = false;
   Ck64 run_sum_;
-  std::vector<char> dbuf_;  // for compute_digest
+  std::vector<char> dbuf_;  // for check_partial
+  bool checked_whole_ = false;  // verify() passed (a 1.0 round of a chain)
 };
 
 // Writes a stream from raw parts, byte-exact: the magic, serialized frames,

@@ -6,6 +6,7 @@
 // digest in its PageRun frame, and the trailer checksum covers everything
 // but the payloads.  1.0 streams (no digests, payloads in the trailer sum)
 // are still read and verified.
+
 //
 // Both ends keep memory bounded: frames are at most kMaxFrame bytes and page
 // payloads move in caller-sized pieces, never whole.
@@ -104,6 +105,11 @@ class StreamReader {
   // bad, the caller must drop them).
   void read_payload(void* dst, size_t len);
   void skip_payload();
+  // For a caller that checks every payload against its digest itself (a
+  // page source, which must not trust a layer below it to): the reader
+  // then does not hash payloads a second time.  Everything else (frames,
+  // trailer, a 1.0 stream's payloads in its checksum) it still checks.
+  void leave_digests_to_caller() { own_digests_ = false; }
   const pb::Trailer& trailer() const { return trailer_; }
 
  private:
@@ -121,6 +127,7 @@ class StreamReader {
   uint64_t offset_ = 0;
   bool started_ = false, done_ = false;
   bool digests_ = false;  // 1.1: payloads checked against digests, not in sum_
+  bool own_digests_ = true;
   pb::Header header_;
   pb::Trailer trailer_;
   Ck64 sum_;

@@ -1,7 +1,8 @@
 // The image directory: put/get round trip, the ImageSet API that ck-restore
 // uses (frames in order, payload offsets, pages_fd), and validation on open.
 // Format 1.1 (payload digests) and 1.0 images, alone and in chains of
-// pre-dump rounds where runs of older rounds are presented in part.
+// pre-dump rounds where runs of older rounds are presented in part, and the
+// page source that ck-restore places pages from (every byte checked).
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -15,6 +16,7 @@
 #include "error.h"
 #include "fd.h"
 #include "image.h"
+#include "page_source.h"
 #include "stream.h"
 #include "test.h"
 
@@ -79,7 +81,7 @@ void put(int runs, const std::string& dir) {
 }
 
 void write_file(const std::string& path, const std::string& data) {
-  ScopedFd fd(open(path.c_str(), O_WRONLY | O_TRUNC));
+  ScopedFd fd(open(path.c_str(), O_WRONLY | O_TRUNC | O_CREAT, 0600));
   write_full(fd.get(), data.data(), data.size());
 }
 
@@ -305,6 +307,101 @@ TEST(a_chain_presents_parts_of_older_runs_with_their_own_digests) {
                      "page data of pid 7 at 0x200000 (2 pages) does not match its digest");
       }
     }
+}
+
+namespace {
+
+// Round 1: A = 16 pages at 0x100000, B = 2 pages at 0x200000.
+// Round 2 (incremental): C = 2 pages at 0x104000, inside A.
+// Read through round 2: C, then A's parts [0x100000, 0x104000) and
+// [0x106000, 0x110000), then B whole.
+const Spec A{0x100000, 16, 'a'}, B{0x200000, 2, 'b'}, C{0x104000, 2, 'c'};
+void two_rounds(const std::string& d) {
+  put_fd(round_stream(1, false, 1, {A, B}), d + "/1");
+  put_fd(round_stream(1, true, 2, {C}), d + "/2", d + "/1");
+}
+
+// Every page run of the image in dir through an ImageSource, as ck-restore
+// places them; the bytes it was handed.
+std::vector<std::string> placed(const std::string& dir) {
+  ImageSource src(dir);
+  std::vector<std::string> out;
+  pb::Frame f;
+  while (src.next(&f)) {
+    if (!f.has_pages() || !f.pages().has_payload()) continue;
+    out.emplace_back();
+    src.payload([&](uint64_t off, const char* p, size_t n) {
+      CHECK_EQ(off, out.back().size());
+      out.back().append(p, n);
+    });
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(a_flipped_byte_in_a_parent_fails_get_and_the_page_source_naming_the_run) {
+  // B goes out whole with its stored digest; A in parts, and the stored
+  // digest of A covers the whole of it, the pages C replaced included.
+  struct Case {
+    uint64_t off;
+    const char* run;
+  } cases[] = {{16 * kPageSize + 100, "pid 7 at 0x200000 (2 pages)"},   // in B
+               {1 * kPageSize + 9, "pid 7 at 0x100000 (16 pages)"},     // in a part of A that is used
+               {4 * kPageSize + 9, "pid 7 at 0x100000 (16 pages)"}};    // in A, where C replaced it
+  for (const Case& c : cases) {
+    TmpDir d;
+    two_rounds(d.path);
+    flip_byte(d.path + "/1/pages.img", c.off);
+    std::string msg = "image '" + d.path + "/1' is corrupt: page data of " + c.run + " does not match its digest";
+    CHECK_THROWS(get_and_read(d.path + "/2"), kBadInput, msg.c_str());
+    CHECK_THROWS(placed(d.path + "/2"), kBadInput, msg.c_str());
+    CHECK_THROWS(ImageSet::open(d.path + "/2").verify(), kBadInput, "does not match its digest");
+  }
+}
+
+TEST(the_page_source_checks_every_run_it_hands_out) {
+  // 1.2 (and 1.1): a changed byte fails the run as it is placed, in the
+  // newest round too; 1.0: the image is read whole when opened.
+  for (uint32_t minor : {1u, 2u}) {
+    TmpDir d;
+    put_fd(round_stream(minor, false, 0, {{0x100000, 3, 'a'}, {0x200000, 1, 'b'}}), d.path + "/img");
+    CHECK_EQ(placed(d.path + "/img").size(), 2u);
+    flip_byte(d.path + "/img/pages.img", 3 * kPageSize + 10);
+    CHECK_THROWS(placed(d.path + "/img"), kBadInput,
+                 "/img' is corrupt: page data of pid 7 at 0x200000 (1 pages) does not match its digest");
+  }
+  {
+    TmpDir d;
+    two_rounds(d.path);
+    flip_byte(d.path + "/2/pages.img", 5);
+    CHECK_THROWS(placed(d.path + "/2"), kBadInput,
+                 "/2' is corrupt: page data of pid 7 at 0x104000 (2 pages) does not match its digest");
+  }
+  TmpDir d;
+  put_fd(round_stream(0, false, 0, {{0x100000, 3, 'a'}}), d.path + "/img");
+  CHECK_EQ(placed(d.path + "/img").size(), 1u);
+  flip_byte(d.path + "/img/pages.img", 5000);
+  CHECK_THROWS(ImageSource(d.path + "/img"), kBadInput, "checksum mismatch");
+  // a stream: the same check, as the bytes come
+  ScopedFd s(round_stream(1, false, 0, {{0x100000, 3, 'a'}}));
+  std::string bytes = contents(s.get());
+  bytes[bytes.size() - 3 * kPageSize + 77] ^= 1;  // (the trailer frame is far smaller than a page)
+  ScopedFd bad(memfd_create("bad", 0));
+  write_full(bad.get(), bytes.data(), bytes.size());
+  lseek(bad.get(), 0, SEEK_SET);
+  StreamSource src(bad.get());
+  pb::Frame f;
+  bool threw = false;
+  try {
+    while (src.next(&f))
+      if (f.has_pages() && f.pages().has_payload()) src.payload([](uint64_t, const char*, size_t) {});
+  } catch (const Error& e) {
+    threw = e.status() == kBadInput &&
+            std::string(e.what()).find("page data of pid 7 at 0x100000 (3 pages) does not match its digest") !=
+                std::string::npos;
+  }
+  CHECK(threw);
 }
 
 TEST(get_gives_the_put_stream_back) {

@@ -527,6 +527,7 @@ int freeze_tree(const FreezeOptions& o) {
     int st = tracer->serve_until_exit(child);
     status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
   }
+  if (tracer) tracer->settle_rounds(status == 0);  // pre-dump rounds the command took
   if (status != 0) {
     LOG_WARN("'%s' exited with status %d: the tree resumes as it was", o.command[0].c_str(), status);
     tree.release(0);

@@ -111,9 +111,10 @@ struct SumWriter {
 
 // ---- put ------------------------------------------------------------------
 
-void stream_to_image(StreamReader& r, const std::string& dir, bool replace, const std::string& parent) {
+pb::Header stream_to_image(StreamReader& r, const std::string& dir, bool replace, const std::string& parent) {
   std::string parent_abs;
   uint32_t parent_root = 0;
+  std::vector<pb::Header> parent_chain;
   if (!parent.empty()) {
     char* rp = ::realpath(parent.c_str(), nullptr);
     if (!rp) bad_input(strf("unable to open parent image '%s': %s", parent.c_str(), std::strerror(errno)));
@@ -121,6 +122,7 @@ void stream_to_image(StreamReader& r, const std::string& dir, bool replace, cons
     std::free(rp);
     ImageSet pi = ImageSet::open(parent_abs);  // the whole chain, validated
     parent_root = pi.header().root_pid();
+    for (size_t i = 0; i < pi.chain_length(); ++i) parent_chain.push_back(pi.chain_header(i));
   }
   PutFiles files;
   files.dir = dir;
@@ -149,10 +151,24 @@ void stream_to_image(StreamReader& r, const std::string& dir, bool replace, cons
   uint64_t pages_size = 0;
   std::string lenb;
   pb::Frame f;
+  pb::Header header;
   while (r.next(&f)) {
-    if (f.has_header() && !parent_abs.empty() && f.header().root_pid() != parent_root)
-      bad_input(strf("the stream is of root pid %u, parent image '%s' of root pid %u", f.header().root_pid(),
-                     parent.c_str(), parent_root));
+    if (f.has_header()) {
+      header = f.header();
+      if (!parent_abs.empty() && header.root_pid() != parent_root)
+        bad_input(strf("the stream is of root pid %u, parent image '%s' of root pid %u", header.root_pid(),
+                       parent.c_str(), parent_root));
+      if (!parent_abs.empty())
+        check_round_link("the stream", header, parent, parent_chain);
+      else if (header.incremental())
+        bad_input(names_round(header)
+                      ? "the stream is " + round_name(header) +
+                            strf(", computed against round %u: it holds only the pages written since, and is "
+                                 "stored with --parent on the chain that holds round %u",
+                                 header.round().base(), header.round().base())
+                      : std::string("the stream is a pre-dump round (only the pages written since an earlier "
+                                    "one): it is stored with --parent"));
+    }
     const std::string& raw = r.raw();
     lenb.clear();
     put_len(&lenb, static_cast<uint32_t>(raw.size()));
@@ -209,6 +225,51 @@ void stream_to_image(StreamReader& r, const std::string& dir, bool replace, cons
   fsync(d.get());
   LOG_INFO("stored %" PRIu64 " frames, %" PRIu64 " page bytes in '%s'", r.trailer().frames(), pages_size,
            dir.c_str());
+  return header;
+}
+
+// ---- rounds and their links -------------------------------------------------
+
+bool names_round(const pb::Header& h) {
+  return h.has_round() && h.round().gen() != 0 && (h.major() > 1 || (h.major() == 1 && h.minor() >= 2));
+}
+
+std::string round_name(const pb::Header& h) {
+  return strf("round %u of dump %016" PRIx64, h.round().gen(), h.round().dump());
+}
+
+std::string round_id(const pb::Header& h) {
+  return strf("%016" PRIx64 ":%u", h.round().dump(), h.round().gen());
+}
+
+void check_round_link(const std::string& child, const pb::Header& h, const std::string& parent,
+                      const std::vector<pb::Header>& chain) {
+  if (!names_round(h)) {
+    if (h.incremental())
+      bad_input(child + " is a pre-dump round that names no round it was computed against (written before "
+                        "format 1.2): its link to parent '" + parent + "' cannot be checked");
+    bad_input(child + " is not a pre-dump round computed against another (not incremental): it has no place on "
+                      "parent '" + parent + "'");
+  }
+  if (!h.incremental() || !h.round().base())
+    bad_input(child + " is " + round_name(h) + ", a round of every page (not incremental): it has no place on "
+                      "parent '" + parent + "'");
+  const pb::Header& p = chain.front();
+  if (!names_round(p))
+    bad_input("parent image '" + parent + "' is not a pre-dump round of format 1.2 or later (it names no round): " +
+              child + " cannot be checked against it");
+  const std::string mine = child + " is " + round_name(h) + strf(", computed against round %u", h.round().base());
+  if (p.round().dump() != h.round().dump())
+    bad_input(mine + "; parent '" + parent + "' is " + round_name(p) + ", of another tracking");
+  if (p.round().gen() >= h.round().gen())
+    bad_input(mine + "; parent '" + parent + "' is " + round_name(p) + strf(", not older than round %u", h.round().gen()));
+  std::string gens;
+  for (const auto& c : chain) {
+    if (names_round(c) && c.round().dump() == h.round().dump() && c.round().gen() == h.round().base()) return;
+    gens += strf("%s%u", gens.empty() ? "" : ", ", names_round(c) ? c.round().gen() : 0);
+  }
+  bad_input(mine + "; parent '" + parent + "' is " + round_name(p) + strf(", and round %u is not in its chain (rounds %s)",
+                                                                           h.round().base(), gens.c_str()));
 }
 
 // ---- ImageSet -------------------------------------------------------------
@@ -275,6 +336,23 @@ ImageSet ImageSet::open(const std::string& dir) {
     im.levels_.push_back(std::move(lv));
     im.parents_.push_back(std::move(p));
     cur = line;
+  }
+  // Every link of the chain: each round on rounds it was computed against.
+  std::vector<pb::Header> chain;
+  for (size_t i = 0; i < im.chain_length(); ++i) chain.push_back(im.chain_header(i));
+  for (size_t i = 0; i < im.chain_length(); ++i) {
+    const pb::Header& h = chain[i];
+    const std::string name = "image '" + im.chain_dir(i) + "'";
+    if (i + 1 < im.chain_length()) {
+      check_round_link(name, h, im.chain_dir(i + 1), std::vector<pb::Header>(chain.begin() + i + 1, chain.end()));
+    } else if (h.incremental()) {
+      bad_input(names_round(h) ? name + " is " + round_name(h) +
+                                     strf(", computed against round %u, and has no parent: it holds only the pages "
+                                          "written since",
+                                          h.round().base())
+                               : name + " is a pre-dump round (only the pages written since an earlier one) with no "
+                                        "parent");
+    }
   }
   im.rewind();
   return im;
@@ -534,7 +612,10 @@ bool ImageSet::next(pb::Frame* f) {
     if (!look_ok_) return false;
     *f = look_;
     if (f->has_header()) {
-      f->mutable_header()->set_incremental(false);  // the chain reads as a whole image
+      // The chain reads as a whole image: the state as of its newest
+      // round, computed against nothing.
+      f->mutable_header()->set_incremental(false);
+      if (f->header().has_round()) f->mutable_header()->mutable_round()->set_base(0);
       raw_ = f->SerializeAsString();
     } else if (f->has_mm()) {
       block_pid_ = f->mm().pid() ? f->mm().pid() : f->pid();

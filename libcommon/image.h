@@ -27,10 +27,17 @@
 // PageRun.round; their payloads come from the older rounds' pages.img
 // (pages_fd() and payload_offset() name the current run's file).
 //
-// Frames are kept as they came, so a 1.1 image holds the digest of each
-// payload in its PageRun frame and a 1.0 image (stored as it was put, not
-// converted) none.  A chain presents itself in the version of its newest
-// image, as a whole image.  In a 1.1 one, a run of an older round that is presented whole keeps its stored
+// Every link of a chain is checked when it is opened (and by put --parent):
+// each round names the round it was computed against and the dump (the
+// tracking) it belongs to (Header.round, format 1.2), and must lie on a
+// chain that holds that round, on older rounds of the same dump only.  A
+// chain whose rounds name nothing (stored by a 1.1 writer) is refused.
+//
+// Frames are kept as they came, so a 1.1 or later image holds the digest of
+// each payload in its PageRun frame and a 1.0 image (stored as it was put,
+// not converted) none.  A chain presents itself in the version of its
+// newest image, as a whole image (not incremental, computed against no
+// round).  A run of an older round that is presented whole keeps its stored
 // digest; one presented in part (a newer round replaced some of its pages)
 // gets the digest of each part, computed in one read of the whole stored
 // run that first checks the stored digest (status 3 if it does not match),
@@ -59,9 +66,26 @@ constexpr uint32_t kImageVersion = 1;
 // Refuses (status 1) when dir already holds an image unless replace.  On any
 // error nothing is left in dir but what was there before.
 // parent: the image this one is a round on top of (empty: none).
-void stream_to_image(StreamReader& r, const std::string& dir, bool replace = false, const std::string& parent = "");
+// Returns the stream's header.  With parent, the stream must be a pre-dump
+// round that fits on parent's chain (check_round_link); without, it must not
+// be an incremental one.
+pb::Header stream_to_image(StreamReader& r, const std::string& dir, bool replace = false, const std::string& parent = "");
 constexpr char kParentFile[] = "parent";
 constexpr int kMaxChain = 256;
+
+// Pre-dump rounds (format 1.2).  names_round: h names its round (1.2 or
+// later, Header.round set).  round_name: "round 3 of dump 5f2c9a1e7b3d4c08";
+// round_id: "5f2c9a1e7b3d4c08:3", what ck-store put prints and ck-memread
+// --since takes.
+bool names_round(const pb::Header& h);
+std::string round_name(const pb::Header& h);
+std::string round_id(const pb::Header& h);
+// Refuses (status 3, naming both rounds) a round `child` ("the stream",
+// "image 'DIR'") with header h on the chain of parent, whose headers are
+// chain (the parent's first): h must be an incremental round of the same
+// dump, newer than the parent, computed against a round of that chain.
+void check_round_link(const std::string& child, const pb::Header& h, const std::string& parent,
+                      const std::vector<pb::Header>& chain);
 
 // Writes the stream stored in dir to out_fd, byte-identical to the one that
 // was put.  A corrupt image gives status 3; the trailer is then not written,
@@ -79,6 +103,7 @@ class ImageSet {
   // Images in the chain (1: not incremental), newest first.
   size_t chain_length() const { return 1 + parents_.size(); }
   const std::string& chain_dir(size_t i) const { return i ? parents_[i - 1]->dir_ : dir_; }
+  const pb::Header& chain_header(size_t i) const { return i ? parents_[i - 1]->header_ : header_; }
 
   // Frames in stream order, header first, the trailer not included.
   bool next(pb::Frame* f);

@@ -69,7 +69,17 @@ void Source::payload_to(char* dst) {
 
 StreamSource::StreamSource(int fd) : r_(fd, "stdin") { r_.leave_digests_to_caller(); }
 
-bool StreamSource::frame(pb::Frame* f) { return r_.next(f); }
+bool StreamSource::frame(pb::Frame* f) {
+  if (!r_.next(f)) return false;
+  if (f->has_header() && f->header().incremental())
+    bad_input(std::string("stdin: the stream is ") +
+              (names_round(f->header()) ? round_name(f->header()) + strf(", computed against round %u",
+                                                                          f->header().round().base())
+                                        : std::string("a pre-dump round")) +
+              ": it holds only the pages written since; restore it through its chain of images (ck-store put "
+              "--parent, then ck-restore -D)");
+  return true;
+}
 
 const char* StreamSource::bytes(char* dst, size_t n) {
   r_.read_payload(dst, n);

@@ -2,11 +2,12 @@
 // payloads after PageRun frames, a trailer with counts and a checksum.
 // See man/ck-stream.5.
 //
-// Format 1.1 (what every writer writes): each payload carries its own ck64
+// Format 1.2 (what every writer writes): each payload carries its own ck64
 // digest in its PageRun frame, and the trailer checksum covers everything
-// but the payloads.  1.0 streams (no digests, payloads in the trailer sum)
-// are still read and verified.
-
+// but the payloads (as in 1.1); a pre-dump round names itself and the round
+// it was computed against in its header (Header.round, new in 1.2).  1.1 and
+// 1.0 streams (no digests, payloads in the trailer sum) are still read and
+// verified.
 //
 // Both ends keep memory bounded: frames are at most kMaxFrame bytes and page
 // payloads move in caller-sized pieces, never whole.
@@ -26,7 +27,7 @@ namespace ck {
 
 constexpr char kMagic[8] = {'\x89', 'C', 'K', 'S', 'T', 'R', 'M', '\n'};
 constexpr uint32_t kMajor = 1;
-constexpr uint32_t kMinor = 1;
+constexpr uint32_t kMinor = 2;
 constexpr uint32_t kMaxFrame = 16u << 20;
 constexpr uint32_t kPageSize = 4096;
 extern const char* const kVersion;  // "0.1"

@@ -3,7 +3,8 @@
 # only once the round is known to be stored.  Every failure path of a round
 # (a stage after ck-memread that fails, ck-memread killed midway, a store
 # that fills up, a round retried), then a final round and a restore that the
-# writer workload checks page by page; round ids and --since.
+# writer workload checks page by page; round ids and --since; ck-predump
+# going on after a failed round.
 load helpers
 
 setup() {
@@ -173,4 +174,31 @@ check_restored() {
   # --untrack ends it all
   ck-memread --untrack -t "$WPID"
   [ ! -e "$T/state/$WPID" ]
+}
+
+@test "rounds: ck-predump goes on after a failed round, and what it leaves restores" {
+  start_wl writer -m 64 -r 3000
+  # a store that fails once for round 2 and once for the frozen round (a
+  # transfer that broke): it reads its input, then exits 1
+  mkdir "$T/bin"
+  cat > "$T/bin/ck-store" <<EOF
+#!/bin/sh
+case "\$*" in
+  *"/img/2 "*|*"/img/2") m=$T/failed.2 ;;
+  *) m= ;;
+esac
+if [ -n "\$m" ] && [ ! -e "\$m" ]; then touch "\$m"; cat > /dev/null; exit 1; fi
+case "\$*" in *--parent*) [ ! -e $T/failed.final ] && [ -n "\$CK_TRACER_FD" ] && { touch $T/failed.final; cat > /dev/null; exit 1; } ;; esac
+exec "$CK_TOP/build/bin/ck-store" "\$@"
+EOF
+  chmod +x "$T/bin/ck-store"
+  PATH="$T/bin:$PATH" run ck-predump -t "$WPID" -D "$T/img" --max-rounds 3 --min-pages 0
+  echo "$output"
+  assert_success
+  [ -e "$T/failed.2" ]
+  [ -e "$T/failed.final" ]
+  assert_output --partial "ck-predump: round 2 failed (status 1): taking it again"
+  assert_output --partial "ck-predump: the final round failed (status 1): taking it again"
+  [ -e "$T/img/last/parent" ]
+  check_restored "$T/img/last"
 }

@@ -527,18 +527,20 @@ std::vector<PagePlan> Round::plan(const std::vector<pid_t>& pids, std::vector<st
 
 void Round::written() { st_->mark(id_.gen(), "done"); }
 
-void Round::settle(const std::string& tree_dir, uint32_t gen, bool stored) {
+void Round::confirm(const std::string& tree_dir, uint32_t gen) {
   State st(tree_dir, true);
-  if (!st.load_tree()) return;  // tracking ended meanwhile
-  if (!exists(st.record_path(gen))) return;
-  if (!stored) {
-    st.mark(gen, "failed");
-    LOG_INFO("round %u was rolled back: what it found written stays for the next round", gen);
-  } else if (st.marked(gen, "done")) {
+  if (!st.load_tree() || !exists(st.record_path(gen))) return;  // tracking ended, or released already
+  if (st.marked(gen, "done"))
     st.confirm(gen);
-  } else {
+  else
     LOG_WARN("round %u did not finish, yet ck-freeze committed: it is not taken as stored", gen);
-  }
+}
+
+void Round::rollback(const std::string& tree_dir, uint32_t gen) {
+  State st(tree_dir, true);
+  if (!st.load_tree() || !exists(st.record_path(gen))) return;
+  st.mark(gen, "failed");
+  LOG_INFO("round %u was rolled back: what it found written stays for the next round", gen);
 }
 
 void Round::release(const std::string& state_dir, pid_t root) {

@@ -15,7 +15,11 @@
 //     put printed for it), which works wherever the store is (behind ssh, a
 //     service), or
 //   - by ck-freeze: a round taken under ck-freeze registers with it, and is
-//     confirmed when ck-freeze commits, marked failed when it rolls back.
+//     confirmed when ck-freeze commits, rolled back (marked failed) when it
+//     resumes the tree.
+// Lifecycle: arm (--track), begin (--dirty), written (its stream is out),
+// confirm / rollback (ck-freeze, or confirm through a later --since),
+// release (--untrack, or the target is gone).
 // Without --since a round is computed against the newest round confirmed
 // so far (round 1 at first).  Round ids carry the dump's identity (a random
 // number chosen by --track), and ck-store put / ck-restore refuse a round on
@@ -90,8 +94,13 @@ class Round {
   uint32_t armed() const { return armed_; }
   double freeze_ms() const { return freeze_ms_; }
 
-  // After a round, by its number (ck-freeze): stored (commit) or not.
-  static void settle(const std::string& tree_dir, uint32_t gen, bool stored);
+  // After a round taken under ck-freeze, by its number (tree_dir: the
+  // state directory of its tree).  confirm: ck-freeze committed, the round
+  // is stored, the dirty sets up to it are released.  rollback: the tree
+  // resumed, the round is stored nowhere (no base for --since), and what it
+  // found written stays for the next round.
+  static void confirm(const std::string& tree_dir, uint32_t gen);
+  static void rollback(const std::string& tree_dir, uint32_t gen);
   // release (--untrack, or the target is gone): stops every holder and
   // removes the state of root's tree.
   static void release(const std::string& state_dir, pid_t root);

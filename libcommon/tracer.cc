@@ -198,7 +198,10 @@ void TracerService::settle_rounds(bool stored) {
     try {
       if (n <= 0) throw_errno("unable to read '" + link + "'");
       path[n] = 0;
-      Round::settle(path, gen, stored);
+      if (stored)
+        Round::confirm(path, gen);
+      else
+        Round::rollback(path, gen);
     } catch (const std::exception& e) {
       LOG_WARN("unable to settle pre-dump round %u: %s", gen, e.what());
     }

@@ -18,7 +18,8 @@
 #    same way, in milliseconds; it too must pass its check after the last.
 #  - with CK_RESTORE_BEFORE=PATH (another ck-restore, say one built from
 #    an older commit): restore_1GiB_before, the same figure for that binary
-#    measured in this run just before ours, and _after_vs_before.  Every
+#    measured in this run just before ours, and _after_vs_before (wall and
+#    CPU: the CPU figure moves less with other load on the machine).  Every
 #    page a restore places is checked against its run's digest (since issue
 #    10); this is how that cost was measured.
 # Prints "bench: NAME = VALUE UNIT".
@@ -135,7 +136,11 @@ before=""
 if [ -n "${CK_RESTORE_BEFORE:-}" ]; then
   if r=$(RESTORE=$CK_RESTORE_BEFORE bench_restore before counter 1024); then
     before=${r%% *}
-    awk -v ns="$before" 'BEGIN { printf "bench: restore_1GiB_before = %.0f ms\n", ns / 1e6 }'
+    before_cpu=${r##* }
+    awk -v ns="$before" -v cpu="$before_cpu" 'BEGIN {
+      printf "bench: restore_1GiB_before = %.0f ms\n", ns / 1e6
+      if (cpu > 0) printf "bench: restore_1GiB_before_cpu = %.0f ms\n", cpu / 1e6
+    }'
   else
     rc=1
   fi
@@ -151,7 +156,13 @@ if r=$(bench_restore big counter 1024); then
     printf "bench: restore_1GiB_vs_memcpy_fresh = %.2f ratio\n", t / n
     if (cpu > 0) printf "bench: restore_1GiB_cpu_vs_memcpy = %.2f ratio\n", cpu / 1e9 / m
   }'
-  [ -n "$before" ] && awk -v a="$1" -v b="$before" 'BEGIN { printf "bench: restore_1GiB_after_vs_before = %.2f ratio\n", a / b }'
+  [ -n "$before" ] && awk -v a="$1" -v b="$before" -v ca="$2" -v cb="$before_cpu" 'BEGIN {
+    printf "bench: restore_1GiB_after_vs_before = %.2f ratio\n", a / b
+    if (ca > 0 && cb > 0) {
+      printf "bench: restore_1GiB_cpu = %.0f ms\n", ca / 1e6
+      printf "bench: restore_1GiB_cpu_after_vs_before = %.2f ratio\n", ca / cb
+    }
+  }'
 else
   rc=1
 fi

@@ -1,4 +1,5 @@
 #include "freeze.h"
+#include "kinds.h"
 
 #include <fcntl.h>
 #include <sys/ptrace.h>
@@ -19,6 +20,7 @@
 #include <set>
 #include <sstream>
 
+#include "cgroup.h"
 #include "error.h"
 #include "fd.h"
 #include "files.h"
@@ -27,6 +29,7 @@
 #include "ptrace.h"
 #include "stream.h"
 #include "tracer.h"
+#include "vma.h"
 
 CK_LOG_MODULE("freeze");
 
@@ -75,6 +78,27 @@ bool is_zombie(pid_t p) {
   } catch (const Error&) {
     return false;  // reaped meanwhile
   }
+}
+
+// A process whose main thread has exited (pthread_exit) while others run:
+// its leader is a zombie, the rest of the group is not.
+bool leader_exited(pid_t p) {
+  if (task_state(p, p) != 'Z') return false;
+  try {
+    return list_tids(p).size() > 1;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// PTRACE_SEIZE fails with EPERM for a task that has a tracer already: say
+// who it is.
+[[noreturn]] void refuse_traced(pid_t p, pid_t tid, pid_t tracer) {
+  std::string comm;
+  try_read_file(strf("/proc/%d/comm", tracer), &comm);
+  while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+  refuse_kind(KindId::kTaskTraced, strf("unable to dump pid %d", p),
+              strf("thread %d is traced by pid %d (%s), and a task has one tracer only", tid, tracer, comm.c_str()));
 }
 
 struct FrozenTree {
@@ -132,6 +156,7 @@ void seize_tree(pid_t root, FrozenTree& t) {
         zombies.insert(p);
         continue;
       }
+      if (leader_exited(p)) refuse_kind(KindId::kTaskLeaderExited, strf("unable to dump pid %d", p));
       std::vector<pid_t> tids;
       try {
         tids = list_tids(p);
@@ -143,6 +168,16 @@ void seize_tree(pid_t root, FrozenTree& t) {
         if (ptrace(static_cast<__ptrace_request>(PTRACE_SEIZE), tid, 0, 0) != 0) {
           if (errno == ESRCH) continue;
           if (errno == EPERM && exiting(p, tid)) throw Transient();
+          if (errno == EPERM) {
+            const int err = errno;
+            pid_t tracer = 0;
+            try {
+              tracer = static_cast<pid_t>(std::atoi(read_status(p, tid)["TracerPid"].c_str()));
+            } catch (const Error&) {
+            }
+            if (tracer > 0) refuse_traced(p, tid, tracer);
+            errno = err;
+          }
           throw_errno(strf("unable to seize thread %d of pid %d", tid, p));
         }
         t.seized.insert(tid);
@@ -193,8 +228,16 @@ void check_tree(FrozenTree& t, FileDumper& files) {
     // would quietly drop a security boundary): refuse by name.
     std::string mode = read_status(p)["Seccomp"];
     if (!mode.empty() && mode != "0")
-      fail(strf("unable to dump pid %d: it runs under seccomp (mode %s), which ck does not dump", p, mode.c_str()));
+      refuse_kind(KindId::kTaskSeccomp, strf("unable to dump pid %d", p),
+                  strf("it runs under seccomp (mode %s), whose filter cannot be read back: not supported", mode.c_str()));
     files.check_process(p);
+    // Mappings ck-restore cannot rebuild: refused now, before any stage
+    // runs (the sink would refuse them too, after the pages).
+    for (const auto& v : read_vmas(p)) {
+      const KindId k = kind_of(v);
+      if (kind(k).support != Support::kSupported)
+        refuse_kind(k, strf("unable to dump mapping %s of pid %d", describe(v).c_str(), p));
+    }
   }
 }
 
@@ -248,6 +291,8 @@ void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, Stream
   fill_creds(p, pr->mutable_creds());
   pr->set_personality(static_cast<uint32_t>(parse_hex(read_file(strf("/proc/%d/personality", p)))));
   pr->set_umask(static_cast<uint32_t>(std::strtoul(read_status(p)["Umask"].c_str(), nullptr, 8)));
+  if (try_read_file(strf("/proc/%d/cgroup", p), &s))
+    for (const auto& l : cgroup_v1_lines(s)) pr->add_cgroup_v1(l);
   pr->set_auxv(read_file(strf("/proc/%d/auxv", p)));
   pr->set_cmdline(read_file(strf("/proc/%d/cmdline", p)));
   try_read_file(strf("/proc/%d/environ", p), &s);
@@ -434,6 +479,12 @@ int wait_status(pid_t child) {
 }  // namespace
 
 int freeze_tree(const FreezeOptions& o) {
+  // A dump that kills the tree commits when COMMAND exits 0, and COMMAND's
+  // sink (ck-store put, ck-restore) is what checks that the image can be
+  // restored.  Without one, nothing would.
+  if (o.commit == FreezeOptions::kKill && o.command.empty())
+    usage_error("a dump that kills the tree needs a COMMAND that stores or restores the stream "
+                "(ck-freeze -t PID -- sh -c 'ck-memread | ck-store put -D DIR'), or --leave-running / --leave-stopped");
   FrozenTree tree;
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -449,7 +500,14 @@ int freeze_tree(const FreezeOptions& o) {
     }
   }
   FileDumper files;
-  check_tree(tree, files);  // refuse before anything else happens
+  try {
+    check_tree(tree, files);  // refuse before anything else happens
+    files.check_external(std::set<pid_t>(tree.procs.begin(), tree.procs.end()),
+                         std::set<std::string>(o.external.begin(), o.external.end()));
+  } catch (const Error&) {
+    LOG_WARN("nothing was dumped: the tree resumes as it was");
+    throw;
+  }
 
   int out_fd = 1;
   ScopedFd pipe_w;
@@ -530,17 +588,21 @@ int freeze_tree(const FreezeOptions& o) {
   if (tracer) tracer->settle_rounds(status == 0);  // pre-dump rounds the command took
   if (status != 0) {
     LOG_WARN("'%s' exited with status %d: the tree resumes as it was", o.command[0].c_str(), status);
+    tracer->undo_all();  // the stages' side effects, while the tree is still frozen
     tree.release(0);
     return status;
   }
   switch (o.commit) {
     case FreezeOptions::kKill:
-      tree.kill_and_wait();
+      tree.kill_and_wait();  // sockets in repair mode die without a word to their peers
+      if (tracer) tracer->drop_undo();
       break;
     case FreezeOptions::kLeaveRunning:
+      if (tracer) tracer->undo_all();
       tree.release(0);
       break;
     case FreezeOptions::kLeaveStopped:
+      if (tracer) tracer->undo_all();
       tree.release(SIGSTOP);
       break;
   }

@@ -15,7 +15,10 @@ class Creds;
 struct FreezeOptions {
   pid_t pid = 0;
   enum Commit { kKill, kLeaveRunning, kLeaveStopped } commit = kKill;
-  std::vector<std::string> command;  // empty: the stream goes to stdout
+  std::vector<std::string> command;  // empty: the stream goes to stdout (not with kKill)
+  // Pipes and FIFOs held outside the tree too that the dump accepts
+  // ("pipe:[1234]", "fifo:/run/x"), for ck-restore --inherit-fd.
+  std::vector<std::string> external;
 };
 
 // Returns the exit status for ck-freeze: 0, or the command's status.

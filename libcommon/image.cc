@@ -231,7 +231,7 @@ pb::Header stream_to_image(StreamReader& r, const std::string& dir, bool replace
 // ---- rounds and their links -------------------------------------------------
 
 bool names_round(const pb::Header& h) {
-  return h.has_round() && h.round().gen() != 0 && (h.major() > 1 || (h.major() == 1 && h.minor() >= 2));
+  return h.has_round() && h.round().gen() != 0 && (h.major() > 1 || (h.major() == 1 && h.minor() >= 3));
 }
 
 std::string round_name(const pb::Header& h) {
@@ -247,7 +247,7 @@ void check_round_link(const std::string& child, const pb::Header& h, const std::
   if (!names_round(h)) {
     if (h.incremental())
       bad_input(child + " is a pre-dump round that names no round it was computed against (written before "
-                        "format 1.2): its link to parent '" + parent + "' cannot be checked");
+                        "format 1.3): its link to parent '" + parent + "' cannot be checked");
     bad_input(child + " is not a pre-dump round computed against another (not incremental): it has no place on "
                       "parent '" + parent + "'");
   }
@@ -256,7 +256,7 @@ void check_round_link(const std::string& child, const pb::Header& h, const std::
                       "parent '" + parent + "'");
   const pb::Header& p = chain.front();
   if (!names_round(p))
-    bad_input("parent image '" + parent + "' is not a pre-dump round of format 1.2 or later (it names no round): " +
+    bad_input("parent image '" + parent + "' is not a pre-dump round of format 1.3 or later (it names no round): " +
               child + " cannot be checked against it");
   const std::string mine = child + " is " + round_name(h) + strf(", computed against round %u", h.round().base());
   if (p.round().dump() != h.round().dump())

@@ -29,9 +29,9 @@
 //
 // Every link of a chain is checked when it is opened (and by put --parent):
 // each round names the round it was computed against and the dump (the
-// tracking) it belongs to (Header.round, format 1.2), and must lie on a
+// tracking) it belongs to (Header.round, format 1.3), and must lie on a
 // chain that holds that round, on older rounds of the same dump only.  A
-// chain whose rounds name nothing (stored by a 1.1 writer) is refused.
+// chain whose rounds name nothing (stored by a 1.2 or older writer) is refused.
 //
 // Frames are kept as they came, so a 1.1 or later image holds the digest of
 // each payload in its PageRun frame and a 1.0 image (stored as it was put,
@@ -71,9 +71,19 @@ constexpr uint32_t kImageVersion = 1;
 // be an incremental one.
 pb::Header stream_to_image(StreamReader& r, const std::string& dir, bool replace = false, const std::string& parent = "");
 constexpr char kParentFile[] = "parent";
+
+// ck-store put (store_tool.cc): stream_to_image of the stream on in_fd,
+// through the restorability check (restorable.h): a dump that ck-restore
+// would refuse fails (status 1, naming what) and stores nothing.  Returns
+// the stream's header, as stream_to_image.
+pb::Header store_put(int in_fd, const std::string& dir, bool replace = false, const std::string& parent = "");
+// Fails as put would on dir (it holds an image and !replace, it is no
+// directory, it cannot be written or created), reading nothing: a
+// pipeline checks first, before it freezes anything.
+void check_image_dir(const std::string& dir, bool replace);
 constexpr int kMaxChain = 256;
 
-// Pre-dump rounds (format 1.2).  names_round: h names its round (1.2 or
+// Pre-dump rounds (format 1.3).  names_round: h names its round (1.3 or
 // later, Header.round set).  round_name: "round 3 of dump 5f2c9a1e7b3d4c08";
 // round_id: "5f2c9a1e7b3d4c08:3", what ck-store put prints and ck-memread
 // --since takes.

@@ -20,12 +20,24 @@ teardown() {
   rm -rf "$T"
 }
 
+# only_std CMD...: execs CMD with no fd open but 0, 1 and 2.  bats hands
+# every process it starts pipes of its own (fd 3 and others), which ck
+# rightly refuses to dump: their other ends are outside the tree.
+only_std() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+  done
+  exec "$@"
+}
+
 # start_wl NAME [ARGS...]: runs workload NAME with stdout to $T/NAME.out in a
 # new session, waits for its READY line, sets WPID.  $WRAP, if set, is a
 # command that execs the workload in the end (setpriv ...): same pid.
 start_wl() {
   local name=$1; shift
-  setsid ${WRAP:-} "$WL/$name" "$@" > "$T/$name.out" 2>&1 < /dev/null &
+  only_std setsid ${WRAP:-} "$WL/$name" "$@" > "$T/$name.out" 2>&1 < /dev/null &
   WPID=$!
   PIDS+=("$WPID")
   wait_line "$T/$name.out" '^READY' 20
@@ -36,7 +48,7 @@ start_wl() {
 # a growing counter into $T/n every 10 ms, in a new session; sets WPID and
 # gives it a second to start.  counter_advances: $T/n still grows.
 start_py_counter() {
-  setsid python3 -c "$1
+  only_std setsid python3 -c "$1
 import os, sys, time
 n = 0
 while True:
@@ -140,7 +152,7 @@ proc_state() {
 # a mapped file a test may change) and dumps it into $T/img, killing it.
 dump_counter_copy() {
   cp "$WL/counter" "$T/counter-copy"
-  setsid "$T/counter-copy" 8 > "$T/counter.out" 2>&1 < /dev/null &
+  only_std setsid "$T/counter-copy" 8 > "$T/counter.out" 2>&1 < /dev/null &
   WPID=$!; PIDS+=("$WPID")
   wait_line "$T/counter.out" '^READY' 20
   run ck-dump -t "$WPID" -D "$T/img"
@@ -182,4 +194,12 @@ task_alive() {
   local s
   s=$(awk '{print $3}' /proc/"$1"/stat 2>/dev/null)
   if [ -n "$s" ] && [ "$s" != Z ]; then echo 1; else echo 0; fi
+}
+
+# gone PID: waits until PID is no process (a zombie counts as gone).
+gone() {
+  local i
+  for ((i = 0; i < 250; i++)); do [ "$(task_alive "$1")" = 0 ] && return 0; sleep 0.02; done
+  echo "pid $1 still runs"
+  return 1
 }

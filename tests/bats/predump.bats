@@ -13,6 +13,9 @@ setup() {
 teardown() {
   local p h
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  if [ -n "${CGDIR:-}" ] && [ -d "$CGDIR" ]; then
+    for ((p = 0; p < 100; p++)); do rmdir "$CGDIR" 2>/dev/null && break; sleep 0.02; done
+  fi
   # holders of this test's targets (they also exit with their target)
   for h in $(cat "$T"/state/*/[0-9]* 2>/dev/null | sed -n 's/^pid .* holder \([0-9]*\)$/\1/p'); do
     [ "$(cat /proc/"$h"/comm 2>/dev/null)" = ck-track-hold ] && kill "$h" 2>/dev/null
@@ -103,7 +106,7 @@ restore_check() {  # restore_check DIR [PID...]: restore, check every pid given 
   assert_line "incremental:   no"
   assert_line --regexp "^round: +4 of dump [0-9a-f]{16}$"
   run ck-store ls -D "$T/4"
-  assert_line --index 0 --regexp "format 1.2, root pid $WPID, round 4 of dump [0-9a-f]{16}, read through a chain of 4 images, [0-9]+ frames, [0-9]+ page bytes$"
+  assert_line --index 0 --regexp "format 1.3, root pid $WPID, round 4 of dump [0-9a-f]{16}, read through a chain of 4 images, [0-9]+ frames, [0-9]+ page bytes$"
   assert_line --index 3 --regexp "^parent 3: $T/1 \(round 1 of dump [0-9a-f]{16}\)$"
   run ck-crit show -D "$T/4"
   assert_success
@@ -114,7 +117,7 @@ restore_check() {  # restore_check DIR [PID...]: restore, check every pid given 
   ck-store get -D "$T/4" > "$T/flat.ck"
   run ck-crit info < "$T/flat.ck"
   assert_success
-  assert_line "format:        1.2"
+  assert_line "format:        1.3"
   restore_check "$T/4"
 }
 
@@ -157,6 +160,24 @@ restore_check() {  # restore_check DIR [PID...]: restore, check every pid given 
   [ "$(echo "$output" | grep -c '^round [0-9]*: pages [0-9]*, bytes [0-9]*, seconds [0-9.]*, freeze [0-9.]* ms$')" -ge 2 ]
   [ -e "$T/img/last/parent" ]
   restore_check "$T/img/last"
+}
+
+@test "predump: a task in a v2 cgroup comes back in it (the final round has every stage of ck-dump)" {
+  local cgfs=${CK_CGROUP_ROOT:-/sys/fs/cgroup/unified}
+  [ "$(stat -f -c %T "$cgfs" 2>/dev/null)" = cgroup2fs ] || skip "no cgroup2 at $cgfs"
+  CGDIR=$cgfs/ck-restorable-predump-$$-$RANDOM
+  mkdir "$CGDIR"
+  start_wl writer -m 16 -r 1000
+  echo "$WPID" > "$CGDIR/cgroup.procs"
+  run ck-predump -v -t "$WPID" -D "$T/img" --max-rounds 2
+  assert_success
+  run ck-crit show -D "$T/img/last"
+  assert_output --partial "${CGDIR#"$cgfs"}"
+  restore_check "$T/img/last"
+  run cat "/proc/$WPID/cgroup"
+  assert_line "0::${CGDIR#"$cgfs"}"
+  kill -9 "$WPID"
+  for ((i = 0; i < 100; i++)); do rmdir "$CGDIR" 2>/dev/null && break; sleep 0.02; done
 }
 
 @test "predump: a target that exits between rounds is reported gone, tracking ends" {

@@ -189,7 +189,7 @@ load helpers
 }
 
 @test "a file that is gone at restore time is named, nothing left behind" {
-  setsid sh -c 'exec 7<"$0"; sleep 1000' "$T/victim" < /dev/null > /dev/null 2>&1 &
+  only_std setsid sh -c 'exec 7<"$0"; sleep 1000' "$T/victim" < /dev/null > /dev/null 2>&1 &
   WPID=$!; PIDS+=("$WPID")
   echo hello > "$T/victim"
   sleep 0.3

@@ -1,6 +1,6 @@
 // The image directory: put/get round trip, the ImageSet API that ck-restore
 // uses (frames in order, payload offsets, pages_fd), and validation on open.
-// Format 1.1 (payload digests) and 1.0 images, chains of 1.2 pre-dump rounds
+// Format 1.1 (payload digests) and 1.0 images, chains of 1.3 pre-dump rounds
 // where runs of older rounds are presented in part, the links of a chain
 // (refused where they do not match, at put and at open), and the page
 // source that ck-restore places pages from (every byte checked).
@@ -104,7 +104,7 @@ std::string run_bytes(const Spec& r) {
 
 constexpr uint64_t kDump = 0xd0d0000000000001ull;
 
-// round: 0 for a stream that is no round; else (minor 2 or later) it names
+// round: 0 for a stream that is no round; else (minor 3 or later) it names
 // itself round `round` of dump, computed against base (default: the round
 // before it if incremental, none if not).
 int round_stream(uint32_t minor, bool incremental, uint32_t round, const std::vector<Spec>& runs,
@@ -117,7 +117,7 @@ int round_stream(uint32_t minor, bool incremental, uint32_t round, const std::ve
   f.mutable_header()->set_minor(minor);
   f.mutable_header()->set_root_pid(7);
   f.mutable_header()->set_incremental(incremental);
-  if (minor >= 2 && round) {
+  if (minor >= 3 && round) {
     auto* r = f.mutable_header()->mutable_round();
     r->set_dump(dump);
     r->set_gen(round);
@@ -304,8 +304,8 @@ void forge_header(const std::string& dir, const std::function<void(pb::Header*)>
 // [0x106000, 0x110000), then B whole.
 const Spec A{0x100000, 16, 'a'}, B{0x200000, 2, 'b'}, C{0x104000, 2, 'c'};
 void two_rounds(const std::string& d) {
-  put_fd(round_stream(2, false, 1, {A, B}), d + "/1");
-  put_fd(round_stream(2, true, 2, {C}), d + "/2", d + "/1");
+  put_fd(round_stream(3, false, 1, {A, B}), d + "/1");
+  put_fd(round_stream(3, true, 2, {C}), d + "/2", d + "/1");
 }
 
 // Every page run of the image in dir through an ImageSource, as ck-restore
@@ -333,7 +333,7 @@ TEST(a_chain_presents_parts_of_older_runs_with_their_own_digests) {
   TmpDir d;
   two_rounds(d.path);
   Got g = get_and_read(d.path + "/2");
-  CHECK_EQ(g.header.minor(), 2u);
+  CHECK_EQ(g.header.minor(), 3u);
   // read through the chain, it is a whole image: round 2, computed against nothing
   CHECK(!g.header.incremental());
   CHECK_EQ(g.header.round().gen(), 2u);
@@ -388,9 +388,9 @@ TEST(a_flipped_byte_in_a_parent_fails_get_and_the_page_source_naming_the_run) {
 }
 
 TEST(the_page_source_checks_every_run_it_hands_out) {
-  // 1.2 (and 1.1): a changed byte fails the run as it is placed, in the
+  // 1.3, 1.2 and 1.1: a changed byte fails the run as it is placed, in the
   // newest round too; 1.0: the image is read whole when opened.
-  for (uint32_t minor : {1u, 2u}) {
+  for (uint32_t minor : {1u, 2u, 3u}) {
     TmpDir d;
     put_fd(round_stream(minor, false, 0, {{0x100000, 3, 'a'}, {0x200000, 1, 'b'}}), d.path + "/img");
     CHECK_EQ(placed(d.path + "/img").size(), 2u);
@@ -411,7 +411,7 @@ TEST(the_page_source_checks_every_run_it_hands_out) {
   flip_byte(d.path + "/img/pages.img", 5000);
   CHECK_THROWS(ImageSource(d.path + "/img"), kBadInput, "checksum mismatch");
   // a stream: the same check, as the bytes come
-  ScopedFd s(round_stream(2, false, 0, {{0x100000, 3, 'a'}}));
+  ScopedFd s(round_stream(3, false, 0, {{0x100000, 3, 'a'}}));
   std::string bytes = contents(s.get());
   bytes[bytes.size() - 3 * kPageSize + 77] ^= 1;  // (the trailer frame is far smaller than a page)
   ScopedFd bad(memfd_create("bad", 0));
@@ -433,27 +433,27 @@ TEST(the_page_source_checks_every_run_it_hands_out) {
 
 TEST(a_round_on_a_parent_it_was_not_computed_against_is_refused_naming_both) {
   TmpDir d;
-  put_fd(round_stream(2, false, 1, {A}), d.path + "/1");
-  put_fd(round_stream(2, true, 2, {C}), d.path + "/2", d.path + "/1");
+  put_fd(round_stream(3, false, 1, {A}), d.path + "/1");
+  put_fd(round_stream(3, true, 2, {C}), d.path + "/2", d.path + "/1");
   // round 3 computed against round 2, stored on round 1: round 2's pages would be lost
   std::string msg = "the stream is round 3 of dump d0d0000000000001, computed against round 2; parent '" + d.path +
                     "/1' is round 1 of dump d0d0000000000001, and round 2 is not in its chain (rounds 1)";
-  CHECK_THROWS(put_fd(round_stream(2, true, 3, {C}), d.path + "/3", d.path + "/1"), kBadInput, msg.c_str());
+  CHECK_THROWS(put_fd(round_stream(3, true, 3, {C}), d.path + "/3", d.path + "/1"), kBadInput, msg.c_str());
   // computed against round 1, on round 2 (whose chain holds round 1): fine
-  put_fd(round_stream(2, true, 3, {C}, kDump, 1), d.path + "/3", d.path + "/2");
+  put_fd(round_stream(3, true, 3, {C}, kDump, 1), d.path + "/3", d.path + "/2");
   // another dump's round
-  CHECK_THROWS(put_fd(round_stream(2, true, 4, {C}, 0xe0e0), d.path + "/4", d.path + "/3"), kBadInput,
+  CHECK_THROWS(put_fd(round_stream(3, true, 4, {C}, 0xe0e0), d.path + "/4", d.path + "/3"), kBadInput,
                "round 4 of dump 000000000000e0e0, computed against round 3; parent '");
-  CHECK_THROWS(put_fd(round_stream(2, true, 4, {C}, 0xe0e0), d.path + "/4", d.path + "/3"), kBadInput,
+  CHECK_THROWS(put_fd(round_stream(3, true, 4, {C}, 0xe0e0), d.path + "/4", d.path + "/3"), kBadInput,
                "is round 3 of dump d0d0000000000001, of another tracking");
   // an older round on a newer one
-  CHECK_THROWS(put_fd(round_stream(2, true, 2, {C}, kDump, 1), d.path + "/5", d.path + "/3"), kBadInput,
+  CHECK_THROWS(put_fd(round_stream(3, true, 2, {C}, kDump, 1), d.path + "/5", d.path + "/3"), kBadInput,
                "is round 3 of dump d0d0000000000001, not older than round 2");
   // a round alone, and a round of every page on a parent
-  CHECK_THROWS(put_fd(round_stream(2, true, 4, {C}), d.path + "/6"), kBadInput,
+  CHECK_THROWS(put_fd(round_stream(3, true, 4, {C}), d.path + "/6"), kBadInput,
                "the stream is round 4 of dump d0d0000000000001, computed against round 3: it holds only the pages "
                "written since, and is stored with --parent");
-  CHECK_THROWS(put_fd(round_stream(2, false, 4, {C}), d.path + "/7", d.path + "/3"), kBadInput,
+  CHECK_THROWS(put_fd(round_stream(3, false, 4, {C}), d.path + "/7", d.path + "/3"), kBadInput,
                "a round of every page (not incremental)");
   // nothing was left behind by the refusals
   struct stat st;
@@ -462,9 +462,9 @@ TEST(a_round_on_a_parent_it_was_not_computed_against_is_refused_naming_both) {
 
 TEST(a_chain_whose_links_do_not_match_is_refused_when_opened) {
   TmpDir d;
-  put_fd(round_stream(2, false, 1, {A}), d.path + "/1");
-  put_fd(round_stream(2, true, 2, {C}), d.path + "/2", d.path + "/1");
-  put_fd(round_stream(2, true, 3, {C}), d.path + "/3", d.path + "/2");
+  put_fd(round_stream(3, false, 1, {A}), d.path + "/1");
+  put_fd(round_stream(3, true, 2, {C}), d.path + "/2", d.path + "/1");
+  put_fd(round_stream(3, true, 3, {C}), d.path + "/3", d.path + "/2");
   ImageSet::open(d.path + "/3");
   // round 3 made to point at round 1 (a hand-made chain, or an image moved)
   write_file(d.path + "/3/parent", d.path + "/1\n");
@@ -479,20 +479,23 @@ TEST(a_chain_whose_links_do_not_match_is_refused_when_opened) {
 }
 
 TEST(an_old_chain_without_round_ids_is_refused_by_name) {
-  // Format 1.1 rounds named nothing: such a chain (as an older ck stored
-  // it) cannot be checked, so it is not read; nor is a new round put on it.
-  TmpDir d;
-  put_fd(round_stream(1, false, 1, {A}), d.path + "/1");
-  put_fd(round_stream(1, false, 2, {C}), d.path + "/2");
-  forge_header(d.path + "/2", [](pb::Header* h) { h->set_incremental(true); });
-  write_file(d.path + "/2/parent", d.path + "/1\n");
-  CHECK_THROWS(ImageSet::open(d.path + "/2"), kBadInput,
-               "/2' is a pre-dump round that names no round it was computed against (written before format 1.2)");
-  CHECK_THROWS(put_fd(round_stream(2, true, 3, {C}), d.path + "/3", d.path + "/1"), kBadInput,
-               "/1' is not a pre-dump round of format 1.2 or later (it names no round)");
-  CHECK_THROWS(put_fd(round_stream(1, true, 3, {C}), d.path + "/3", d.path + "/1"), kBadInput,
-               "the stream is a pre-dump round that names no round it was computed against (written before format "
-               "1.2)");
+  // Format 1.1 and 1.2 rounds named nothing: such a chain (as an older ck
+  // stored it) cannot be checked, so it is not read; nor is a new round put
+  // on it.
+  for (uint32_t minor : {1u, 2u}) {
+    TmpDir d;
+    put_fd(round_stream(minor, false, 1, {A}), d.path + "/1");
+    put_fd(round_stream(minor, false, 2, {C}), d.path + "/2");
+    forge_header(d.path + "/2", [](pb::Header* h) { h->set_incremental(true); });
+    write_file(d.path + "/2/parent", d.path + "/1\n");
+    CHECK_THROWS(ImageSet::open(d.path + "/2"), kBadInput,
+                 "/2' is a pre-dump round that names no round it was computed against (written before format 1.3)");
+    CHECK_THROWS(put_fd(round_stream(3, true, 3, {C}), d.path + "/3", d.path + "/1"), kBadInput,
+                 "/1' is not a pre-dump round of format 1.3 or later (it names no round)");
+    CHECK_THROWS(put_fd(round_stream(minor, true, 3, {C}), d.path + "/3", d.path + "/1"), kBadInput,
+                 "the stream is a pre-dump round that names no round it was computed against (written before "
+                 "format 1.3)");
+  }
 }
 
 TEST(get_gives_the_put_stream_back) {

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   auto* put = app.add_subcommand("put", "read a stream on stdin, store it in DIR; a pre-dump round's id goes to stdout");
   put->add_option("-D,--dir", o.dir, "image directory (created if missing)");
   put->add_flag("-f,--force", o.force, "replace an image already in DIR");
+  put->add_flag("--check-dir", o.check_only, "only check that DIR can take an image (as put would), read nothing");
   put->add_option("--parent", o.parent,
                   "store a pre-dump round on top of the image in PREV (its chain must hold the round this one was "
                   "computed against)");

@@ -631,6 +631,7 @@ int freeze_tree(const FreezeOptions& o) {
       return 1;
     }
   }
+  if (tracer) tracer->settle_rounds(status == 0);  // pre-dump rounds the command took
   if (status != 0) {
     LOG_WARN("'%s' exited with status %d: the tree resumes as it was", o.command[0].c_str(), status);
     tracer->undo_all();  // the stages' side effects, while the tree is still frozen

@@ -19,7 +19,7 @@ LDLIBS  := -lprotobuf -lzstd -luv -lpthread
 
 DEB_PKGS := g++ make protobuf-compiler libprotobuf-dev libzstd-dev libuv1-dev libcli11-dev \
             pkg-config bats bats-assert bats-support bats-file python3 iproute2 procps \
-            clang libclang-rt-14-dev time
+            clang libclang-rt-14-dev time vim util-linux
 
 LIB_SRC   := $(wildcard libcommon/*.cc)
 LIB_OBJ   := $(patsubst %.cc,$(B)/%.o,$(LIB_SRC)) $(B)/gen/ck.pb.o $(B)/parasite/blob.o

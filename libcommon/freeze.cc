@@ -1,7 +1,10 @@
 #include "freeze.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <linux/ptrace.h>
 #include <sys/time.h>
 #include <signal.h>
@@ -82,6 +85,7 @@ struct FrozenTree {
   std::map<pid_t, std::vector<pid_t>> threads;
   std::set<pid_t> seized;
   std::set<pid_t> zombies;                 // in procs, not seized, no threads
+  std::map<pid_t, int> stopped;            // in a group stop when seized: its signal
 
   ~FrozenTree() { release(0); }
   // Kills the tree and waits until every process is gone or a zombie (its
@@ -113,6 +117,7 @@ struct FrozenTree {
       for (pid_t p : procs) ::kill(p, sig);
     for (pid_t t : seized) detach_thread(t);
     seized.clear();
+    stopped.clear();
   }
 };
 
@@ -146,10 +151,16 @@ void seize_tree(pid_t root, FrozenTree& t) {
           throw_errno(strf("unable to seize thread %d of pid %d", tid, p));
         }
         t.seized.insert(tid);
-        if (ptrace(static_cast<__ptrace_request>(PTRACE_INTERRUPT), tid, 0, 0) != 0 || !wait_interrupt_stop(tid)) {
+        int group_stop = 0;
+        if (ptrace(static_cast<__ptrace_request>(PTRACE_INTERRUPT), tid, 0, 0) != 0 ||
+            !wait_interrupt_stop(tid, &group_stop)) {
           t.seized.erase(tid);
           continue;
         }
+        // A thread of a stopped process (^Z, SIGSTOP) reports the group
+        // stop; the process stays stopped when it is let go, and comes
+        // back stopped from a restore.
+        if (group_stop) t.stopped[p] = group_stop;
         changed = true;
       }
       for (pid_t c : list_children(p)) order.push_back(c);
@@ -180,6 +191,26 @@ void seize_tree(pid_t root, FrozenTree& t) {
   LOG_INFO("froze %zu processes (%zu of them zombies), %zu threads", t.procs.size(), t.zombies.size(), t.seized.size());
 }
 
+// The path of terminal `dev` as an fd of pid shows it, else "maj:min".
+std::string terminal_name(pid_t p, dev_t dev) {
+  std::string dir = strf("/proc/%d/fd", p);
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      struct stat st;
+      std::string fd = dir + "/" + e->d_name;
+      if (e->d_name[0] == '.' || ::stat(fd.c_str(), &st) != 0 || !S_ISCHR(st.st_mode) || st.st_rdev != dev) continue;
+      ::closedir(d);
+      try {
+        return "'" + read_link(fd) + "'";
+      } catch (const Error&) {
+        break;
+      }
+    }
+    ::closedir(d);
+  }
+  return strf("%u:%u", major(dev), minor(dev));
+}
+
 void check_tree(FrozenTree& t, FileDumper& files) {
   for (pid_t p : t.procs) {
     if (t.zombies.count(p)) continue;
@@ -189,6 +220,13 @@ void check_tree(FrozenTree& t, FileDumper& files) {
       std::string s;
       try_read_file(strf("/proc/%d/task/%d/stat", p, tid), &s);
     }
+    // A session leader with a controlling terminal (an interactive shell,
+    // a login session): the restore could only give it a terminal by
+    // taking the caller's away from the caller's session.
+    if (st.u(6) == static_cast<uint64_t>(p) && st.u(7) != 0)
+      fail(strf("unable to dump pid %d (%s): it is a session leader with the controlling terminal %s (an interactive "
+                "shell?): ck restores a tree onto a terminal only as a job of the restoring shell (--shell-job): not supported",
+                p, st.comm.c_str(), terminal_name(p, static_cast<dev_t>(st.u(7))).c_str()));
     // A seccomp filter cannot be read back (and a restore without it
     // would quietly drop a security boundary): refuse by name.
     std::string mode = read_status(p)["Seccomp"];
@@ -230,7 +268,7 @@ void fill_ids(pb::Process* pr, pid_t p, const Stat& st) {
   pr->set_exit_signal(static_cast<int32_t>(st.i(38)));
 }
 
-void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, StreamWriter& w) {
+void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, int stop_signal, StreamWriter& w) {
   pb::Frame f;
   f.set_pid(p);
   pb::Process* pr = f.mutable_process();
@@ -245,6 +283,7 @@ void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, Stream
   }
   pr->set_cwd(read_link(strf("/proc/%d/cwd", p)));
   pr->set_root(read_link(strf("/proc/%d/root", p)));
+  pr->set_stop_signal(stop_signal);
   fill_creds(p, pr->mutable_creds());
   pr->set_personality(static_cast<uint32_t>(parse_hex(read_file(strf("/proc/%d/personality", p)))));
   pr->set_umask(static_cast<uint32_t>(std::strtoul(read_status(p)["Umask"].c_str(), nullptr, 8)));
@@ -496,7 +535,8 @@ int freeze_tree(const FreezeOptions& o) {
         continue;
       }
       uint64_t pinsn = p == o.pid ? insn : find_syscall_insn(p);
-      with_context(strf("dumping pid %d", p), [&] { dump_process(p, tree.threads[p], pinsn, w); });
+      int stop = tree.stopped.count(p) ? tree.stopped[p] : 0;
+      with_context(strf("dumping pid %d", p), [&] { dump_process(p, tree.threads[p], pinsn, stop, w); });
       files.dump_process(p);
     }
     for (auto& d : files.descs()) {

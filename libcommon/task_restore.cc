@@ -71,11 +71,12 @@ void TaskBuilder::finish_task() {
   if (!p.cwd().empty()) rs->check("chdir", SYS_chdir, put_str(p.cwd()));
   if (p.pgid() != static_cast<uint32_t>(pid) && p.pgid() && R.tasks.count(static_cast<pid_t>(p.pgid())))
     rs->syscall(SYS_setpgid, 0, p.pgid());
-  // Its zombie children were made to exit while the tree was created,
-  // which queued a SIGCHLD the dumped task did not have: drop it (one
-  // that was pending at dump time is queued again just below).
+  // Its zombie children were made to exit, and its stopped children to
+  // stop, while the tree was created, which queued a SIGCHLD the dumped
+  // task did not have: drop it (one that was pending at dump time is
+  // queued again just below).
   bool zombie_children = false;
-  for (pid_t c : t.children) zombie_children |= R.tasks[c].proc.zombie();
+  for (pid_t c : t.children) zombie_children |= R.tasks[c].proc.zombie() || R.tasks[c].proc.stop_signal() != 0;
   if (zombie_children) {
     struct {
       uint64_t mask;
@@ -90,7 +91,6 @@ void TaskBuilder::finish_task() {
     std::memcpy(&info, si.raw().data(), std::min(sizeof info, si.raw().size()));
     rs->check("rt_sigqueueinfo", SYS_rt_sigqueueinfo, pid, info.si_signo, put(&info, sizeof info));
   }
-  rs->check("prctl", SYS_prctl, PR_SET_PDEATHSIG, static_cast<uint64_t>(p.pdeath_sig()));
   for (auto& rl : p.rlimits()) {
     struct rlimit r2 = {rl.cur(), rl.max()};
     if (prlimit(opid, static_cast<__rlimit_resource>(rl.resource()), &r2, nullptr) != 0)
@@ -134,6 +134,16 @@ void TaskBuilder::finish_task() {
   }
   // setresuid and friends reset the dumpable flag; put the dumped one back.
   if (p.dumpable()) rs->check("prctl", SYS_prctl, PR_SET_DUMPABLE, static_cast<uint64_t>(p.dumpable()));
+}
+
+void TaskBuilder::clear_pdeathsig() { rs->check("prctl", SYS_prctl, PR_SET_PDEATHSIG, 0); }
+
+void TaskBuilder::finish_registers() {
+  // The parent-death signal fires when the parent *thread* exits, and a
+  // change of euid, egid, fsuid or fsgid clears it: so it is set now, after
+  // the credentials, once the task has the parent it keeps (a restored
+  // parent, ck-restore waiting for the root, or the reaper under -d).
+  rs->check("prctl", SYS_prctl, PR_SET_PDEATHSIG, static_cast<uint64_t>(t.proc.pdeath_sig()));
   // The trampoline goes last: one munmap of the page the syscall runs from.
   // It returns into the page being removed, but the registers are replaced
   // before the thread runs again.

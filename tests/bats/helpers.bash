@@ -31,6 +31,16 @@ start_wl() {
   wait_line "$T/$name.out" '^READY' 20
 }
 
+# start_prog PROG [ARGS...]: runs tests/programs/PROG (python3) as start_wl
+# runs a workload: output in $T/PROG.out, new session, $WRAP, READY, WPID.
+start_prog() {
+  local name=$1; shift
+  setsid ${WRAP:-} python3 "$CK_TOP/tests/programs/$name" "$@" > "$T/$name.out" 2>&1 < /dev/null &
+  WPID=$!
+  PIDS+=("$WPID")
+  wait_line "$T/$name.out" '^READY' 20
+}
+
 # start_py_counter SETUP: runs python3 with the SETUP lines (which open the
 # resource a test is about: a socket, a pty...) and then a loop that writes
 # a growing counter into $T/n every 10 ms, in a new session; sets WPID and

@@ -150,8 +150,9 @@ int show(Source& s) {
       std::printf("\nprocess %u (%s) ppid %u pgid %u sid %u, zombie, exit status %#x\n", pid, t.proc.comm().c_str(),
                   t.proc.ppid(), t.proc.pgid(), t.proc.sid(), static_cast<unsigned>(t.proc.exit_status()));
     else if (t.has_process)
-      std::printf("\nprocess %u (%s) ppid %u pgid %u sid %u, %d threads\n", pid, t.proc.comm().c_str(), t.proc.ppid(),
-                  t.proc.pgid(), t.proc.sid(), t.proc.tids_size());
+      std::printf("\nprocess %u (%s) ppid %u pgid %u sid %u, %d threads%s\n", pid, t.proc.comm().c_str(), t.proc.ppid(),
+                  t.proc.pgid(), t.proc.sid(), t.proc.tids_size(),
+                  t.proc.stop_signal() ? ck::strf(", stopped by signal %d", t.proc.stop_signal()).c_str() : "");
     else
       std::printf("\nprocess %u (no process frame)\n", pid);
     if (t.has_process && !t.proc.exe().empty()) std::printf("  exe %s\n", t.proc.exe().c_str());

@@ -8,6 +8,7 @@
 // of pid 42: No such file or directory").  Images that are inconsistent or
 // hostile (unknown ids, relative paths, oversized data) give status 3.
 #pragma once
+#include <fcntl.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -22,14 +23,20 @@
 
 namespace ck {
 
-// Deleted files and memfds carry their contents in the image up to this size;
-// bigger ones are refused by name.  The contents travel inside the FileDesc
-// frame, and a frame is at most 16 MiB (stream.h kMaxFrame), hence 15 MiB.
-constexpr uint64_t kMaxFileContents = 15ull << 20;
+class StreamWriter;
+
+// 1.1 images carried a deleted file's contents inside its FileDesc frame
+// (and a frame is at most 16 MiB); a restore still reads them, up to this.
+constexpr uint64_t kMaxInlineContents = 15ull << 20;
 
 // Dump side.  The target processes are frozen (ptrace-stopped) by the caller.
 // Nothing here changes the target: pipe data is duplicated with tee(2) from a
 // second read end, contents are read through a second description.
+//
+// Deleted files and memfds (reached through an fd or only through a
+// mapping) are one FileDesc per description; the contents of each inode
+// travel once, after the first FileDesc of that inode, as PageRuns with
+// `file` set (write()): holes stay holes, any size, in bounded memory.
 class FileDumper {
  public:
   FileDumper() = default;
@@ -43,6 +50,18 @@ class FileDumper {
   // Records pid's fd table.  Descriptions shared with an fd already recorded
   // (same or another pid given to this dumper) get the same FileDesc id.
   void dump_process(pid_t pid);
+  // Records the deleted files and memfds that pid maps and that no
+  // recorded description shows: one FileDesc each (named by no Fd, with
+  // map_start).  Call once every process's fds are recorded.
+  void dump_mappings(pid_t pid);
+  // pid's cwd (which = "cwd") or root ("root") directory when it was
+  // removed: the id of a FileDesc (FILE_DIR, deleted, no Fd) describing it
+  // (one per directory); 0 when the directory still has its path.
+  uint32_t removed_dir(pid_t pid, const char* which);
+
+  // Every FileDesc frame, each followed by the contents its inode carries
+  // (PageRuns, file = its id), then every Fd frame.
+  void write(StreamWriter& w);
 
   const std::vector<pb::FileDesc>& descs() const { return descs_; }
   const std::vector<pb::Fd>& fds() const { return fds_; }
@@ -56,12 +75,18 @@ class FileDumper {
   void one_fd(pid_t pid, int fd, bool record);
   int pidfd(pid_t pid);
   ScopedFd take(pid_t pid, int fd, const std::string& what);  // the task's own open file (pidfd_getfd)
+  // The inode behind `proc_path` whose contents description d carries
+  // (the first of its inode), opened for write().
+  void keep_contents(const pb::FileDesc& d, const std::string& proc_path);
+  void write_contents(StreamWriter& w, const pb::FileDesc& d, int fd);
 
   std::vector<pb::FileDesc> descs_;
   std::vector<pb::Fd> fds_;
   std::map<std::pair<uint64_t, uint64_t>, std::vector<Rep>> by_inode_;  // (dev, ino)
   std::set<std::pair<uint64_t, uint64_t>> pipes_with_data_;            // (dev, ino)
-  std::set<std::pair<uint64_t, uint64_t>> inodes_with_contents_;       // (dev, ino)
+  std::map<std::pair<uint64_t, uint64_t>, uint32_t> contents_of_;      // (dev, ino) -> desc carrying them
+  std::map<std::pair<uint64_t, uint64_t>, uint32_t> dirs_;             // removed cwd/root dirs -> desc
+  std::map<uint32_t, ScopedFd> contents_fd_;                           // desc id -> inode, for write()
   std::map<pid_t, int> pidfds_;
 };
 
@@ -73,12 +98,36 @@ class FileRestorer {
   FileRestorer(const FileRestorer&) = delete;
   FileRestorer& operator=(const FileRestorer&) = delete;
 
+  // A description whose inode the restore makes itself: a deleted file or
+  // a memfd (its contents then come as PageRuns: write_contents()), a
+  // removed directory, a deleted FIFO.  Made at once (if no description of
+  // the same inode made it already) so that the contents that follow the
+  // description's frame have a place to go; anything else is left to
+  // open_all().  Deleted files are made again under their own path and
+  // unlinked at once when that path is free (so /proc shows "PATH
+  // (deleted)" as before; missing parent directories are made for the
+  // moment and removed again), else nameless in that directory (O_TMPFILE)
+  // or in /tmp.  Bad descriptions: status 3.
+  void prepare(const pb::FileDesc& d);
+  // Contents of the file of run.file (a description prepare() made):
+  // npages pages at byte offset run.addr, from data (a run with payload),
+  // or zeros (a run without, still file data: written, not a hole).  Bytes
+  // past the file's size are dropped.  A run for a description that is not
+  // a deleted file or memfd, or outside the file: status 3.
+  void write_contents(const pb::PageRun& run, const char* data, uint64_t len, uint64_t offset_in_run);
+
   // descs: every FileDesc of the image; fds: every Fd.  Opens every
   // description once in the calling process at fd numbers >= base (raised
   // above the highest target fd number if needed, so install() never
   // overwrites a restorer-side fd); not CLOEXEC, so forked children inherit
-  // them.  Sockets are refused (status 3).
+  // them.  The inodes prepare() made get their owner, mode, times and seals
+  // first.  Sockets are refused (status 3).
   void open_all(const std::vector<pb::FileDesc>& descs, const std::vector<pb::Fd>& fds, int base);
+  // The restorer's fd on the inode that prepare() made for a description
+  // (to map it, to chdir into it); -1 if none.
+  int inode_fd(uint32_t desc_id) const;
+  // Closes the inodes prepare() made (once every task has mapped them).
+  void release_inodes();
   // Terminal fds of the image open this terminal (--shell-job); without
   // one, open_all refuses them by name.  Call before open_all.
   void use_terminal(const std::string& path) { terminal_ = path; }
@@ -110,6 +159,8 @@ class FileRestorer {
     uint64_t data;
   };
   void open_one(const pb::FileDesc& d);
+  void finish_inode(const pb::FileDesc& d, int fd);  // owner, mode, times, seals
+  int made_fd(const pb::FileDesc& d);                 // its inode, made and finished
   int place(int fd);                      // moves fd to >= next_, returns it
   std::string who(uint32_t desc_id) const;  // "fd 3 of pid 42"
 
@@ -119,7 +170,14 @@ class FileRestorer {
   std::map<uint32_t, const pb::FileDesc*> desc_by_id_;
   std::map<uint32_t, std::pair<pid_t, int>> first_fd_;  // desc id -> (pid, fd)
   std::map<std::string, std::pair<int, int>> pipes_;    // pipe key -> (read, write) restorer fds
-  std::map<std::string, int> inodes_;                   // memfd / deleted file key -> fd
+  struct Made {      // an inode prepare() made
+    int fd = -1;
+    uint64_t size = 0;      // of the file (contents past it are dropped)
+    bool file = false;      // deleted file or memfd: takes contents
+    bool finished = false;  // owner, mode, times, seals set: takes no more
+  };
+  std::map<std::string, Made> made_;                    // inode key -> what prepare() made
+  std::map<uint32_t, std::string> made_key_;            // desc id -> its inode key in made_
   std::vector<int> holders_;                             // fds closed at the end of open_all
   std::map<pid_t, std::vector<Slot>> slots_;
   std::map<pid_t, std::vector<EpollAdd>> epoll_adds_;

@@ -268,7 +268,8 @@ void fill_ids(pb::Process* pr, pid_t p, const Stat& st) {
   pr->set_exit_signal(static_cast<int32_t>(st.i(38)));
 }
 
-void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, int stop_signal, StreamWriter& w) {
+void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, int stop_signal, FileDumper& files,
+                  StreamWriter& w) {
   pb::Frame f;
   f.set_pid(p);
   pb::Process* pr = f.mutable_process();
@@ -283,6 +284,8 @@ void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, int st
   }
   pr->set_cwd(read_link(strf("/proc/%d/cwd", p)));
   pr->set_root(read_link(strf("/proc/%d/root", p)));
+  pr->set_cwd_desc(files.removed_dir(p, "cwd"));
+  pr->set_root_desc(files.removed_dir(p, "root"));
   pr->set_stop_signal(stop_signal);
   fill_creds(p, pr->mutable_creds());
   pr->set_personality(static_cast<uint32_t>(parse_hex(read_file(strf("/proc/%d/personality", p)))));
@@ -536,21 +539,14 @@ int freeze_tree(const FreezeOptions& o) {
       }
       uint64_t pinsn = p == o.pid ? insn : find_syscall_insn(p);
       int stop = tree.stopped.count(p) ? tree.stopped[p] : 0;
-      with_context(strf("dumping pid %d", p), [&] { dump_process(p, tree.threads[p], pinsn, stop, w); });
+      with_context(strf("dumping pid %d", p), [&] { dump_process(p, tree.threads[p], pinsn, stop, files, w); });
       files.dump_process(p);
     }
-    for (auto& d : files.descs()) {
-      pb::Frame f;
-      f.set_pid(d.owner_pid());
-      *f.mutable_file() = d;
-      w.frame(f);
-    }
-    for (auto& fd : files.fds()) {
-      pb::Frame f;
-      f.set_pid(fd.pid());
-      *f.mutable_fd() = fd;
-      w.frame(f);
-    }
+    std::vector<pid_t> live;
+    for (pid_t p : tree.procs)
+      if (!tree.zombies.count(p)) live.push_back(p);
+    for (pid_t p : live) files.dump_mappings(p);
+    files.write(w);  // descriptions, the contents of deleted files and memfds, fds
     w.finish();
   } catch (const Error& e) {
     if (child > 0) {

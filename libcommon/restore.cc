@@ -545,6 +545,8 @@ int restore_tree(const RestoreOptions& o) {
         break;
       case pb::Frame::kFile:
         R.descs.push_back(f.file());
+        // A deleted file or memfd is made now: its contents come next.
+        if (!created) R.files.prepare(R.descs.back());
         break;
       case pb::Frame::kFd:
         R.fds.push_back(f.fd());
@@ -568,6 +570,21 @@ int restore_tree(const RestoreOptions& o) {
       case pb::Frame::kPages: {
         const pb::PageRun& run = f.pages();
         uint64_t len = uint64_t{run.npages()} * kPage;
+        if (run.file()) {  // contents of a deleted file or memfd
+          if (!run.has_payload()) {
+            R.files.write_contents(run, nullptr, len, 0);
+          } else if (const char* in_place = src->payload_in_place(len)) {
+            R.files.write_contents(run, in_place, len, 0);
+          } else {
+            for (uint64_t off = 0; off < len;) {
+              size_t n = std::min<uint64_t>(buf.size(), len - off);
+              src->read_payload(buf.data(), n);
+              R.files.write_contents(run, buf.data(), n, off);
+              off += n;
+            }
+          }
+          break;
+        }
         if (run.shmid()) {
           auto it = R.shm.find(run.shmid());
           if (it == R.shm.end() || run.addr() + len > it->second.size)
@@ -620,7 +637,9 @@ int restore_tree(const RestoreOptions& o) {
   if (mm) done.push_back(std::move(mm));
   for (auto& [pid, t] : R.tasks)
     if (!t.mm_seen && !t.proc.zombie()) bad_input(strf("image has no memory layout for pid %d", pid));
-  for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish_memory(); b->finish_task(); });
+  for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish_memory(); });
+  for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish_task(); });
+  R.files.release_inodes();  // mapped, entered: the tasks hold them now
   if (!R.cgroups.empty()) {  // every task into its cgroup before it runs
     CgroupRestoreOptions co;
     co.cgroup_root = o.cgroup_root;

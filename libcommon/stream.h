@@ -25,7 +25,7 @@ namespace ck {
 
 constexpr char kMagic[8] = {'\x89', 'C', 'K', 'S', 'T', 'R', 'M', '\n'};
 constexpr uint32_t kMajor = 1;
-constexpr uint32_t kMinor = 1;
+constexpr uint32_t kMinor = 2;
 constexpr uint32_t kMaxFrame = 16u << 20;
 constexpr uint32_t kPageSize = 4096;
 extern const char* const kVersion;  // "0.1"
@@ -39,7 +39,8 @@ pb::Header make_header(const std::string& tool);
 inline bool has_digests(const pb::Header& h) { return h.major() > 1 || (h.major() == 1 && h.minor() >= 1); }
 
 // A page run as messages name it: "pid 123 at 0x7f0000000000 (16 pages)",
-// or "pid 123, shared object 0x2a at offset 0x4000 (16 pages)".
+// "pid 123, shared object 0x2a at offset 0x4000 (16 pages)", or "pid 123,
+// file 4 at offset 0x4000 (16 pages)" (contents of a deleted file).
 std::string describe_run(const pb::PageRun& run);
 
 // A read buffer in front of a byte source, shared by the stream reader and

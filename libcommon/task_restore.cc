@@ -68,7 +68,15 @@ void TaskBuilder::finish_task() {
   }
   rs->check("umask", SYS_umask, p.umask());
   if (p.personality()) rs->check("personality", SYS_personality, p.personality());
-  if (!p.cwd().empty()) rs->check("chdir", SYS_chdir, put_str(p.cwd()));
+  // A removed cwd: the directory the restorer made again (and removed
+  // again) for it, entered through the restorer's fd on it.
+  if (p.cwd_desc()) {
+    int dfd = R.files.inode_fd(p.cwd_desc());
+    if (dfd < 0) bad_input(strf("pid %d: its cwd names file description %u, which is no removed directory of the image", pid, p.cwd_desc()));
+    rs->check("chdir", SYS_chdir, put_str(strf("/proc/%d/fd/%d", getpid(), dfd)));
+  } else if (!p.cwd().empty()) {
+    rs->check("chdir", SYS_chdir, put_str(p.cwd()));
+  }
   if (p.pgid() != static_cast<uint32_t>(pid) && p.pgid() && R.tasks.count(static_cast<pid_t>(p.pgid())))
     rs->syscall(SYS_setpgid, 0, p.pgid());
   // Its zombie children were made to exit, and its stopped children to
@@ -97,6 +105,15 @@ void TaskBuilder::finish_task() {
       LOG_WARN("pid %d: unable to set rlimit %u: %s", pid, rl.resource(), strerror(errno));
   }
   if (p.child_subreaper()) rs->check("prctl", SYS_prctl, PR_SET_CHILD_SUBREAPER, 1);
+  // Its root, last of what names paths (every path after a chroot is
+  // looked up under the new root).
+  if (p.root_desc()) {
+    int dfd = R.files.inode_fd(p.root_desc());
+    if (dfd < 0) bad_input(strf("pid %d: its root names file description %u, which is no removed directory of the image", pid, p.root_desc()));
+    rs->check("chroot", SYS_chroot, put_str(strf("/proc/%d/fd/%d", getpid(), dfd)));
+  } else if (!p.root().empty() && p.root() != "/") {
+    rs->check("chroot", SYS_chroot, put_str(p.root()));
+  }
   bool same_creds = p.has_creds() && p.creds().SerializeAsString() == R.own_creds.SerializeAsString();
   // Per-thread state, each thread doing its own part.
   for (auto& th : t.threads) {

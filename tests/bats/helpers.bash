@@ -128,6 +128,7 @@ proc_state() {
       split($1, a, "-"); path = $6; for (i = 7; i <= NF; i++) path = path " " $i;
       if (path ~ /^\[(vvar|vvar_vclock|vdso)\]$/ || path !~ /^\[/) key = $2 " " $4 " " $5 " " path; else key = $2 " " $4 " " $5 " " path;
       if ($4 == "00:01") key = $2 " " $4 " shmem " path;  # a new shmem object: its inode differs
+      if (path ~ / \(deleted\)$/) key = $2 " " $4 " deleted " path;  # made again: a new inode
       if (a[1] == end && key == lastkey) { end = a[2]; next }
       if (lastkey != "") print start "-" end " " lastkey;
       start = a[1]; end = a[2]; lastkey = key

@@ -102,7 +102,7 @@ restore_check() {  # restore_check DIR [PID...]: restore, check every pid given 
   ck-store get -D "$T/4" > "$T/flat.ck"
   run ck-crit info < "$T/flat.ck"
   assert_success
-  assert_line "format:        1.1"
+  assert_line "format:        1.2"
   restore_check "$T/4"
 }
 

@@ -125,6 +125,68 @@ bool ends_deleted(const std::string& s) {
   return s.size() > n && s.compare(s.size() - n, n, kDeletedSuffix) == 0;
 }
 
+// One lock as lock_get_status() prints it, in fdinfo ("lock:\t1: ...") and
+// in /proc/locks ("1: ..."), with the same text from the kind on:
+//   POSIX  ADVISORY  WRITE 4242 08:01:1234 0 EOF
+//   FLOCK  ADVISORY  READ 4242 00:1a:77 0 EOF
+//   OFDLCK ADVISORY  WRITE -1 08:01:1234 100 199
+//   LEASE  ACTIVE    READ 4242 08:01:1234 0 EOF
+// Waiters ("1: -> POSIX ...") are not locks held and are skipped.
+struct LockLine {
+  pb::FileLock lock;
+  std::string text;     // tokens from the kind on, single-spaced
+  std::string inode;    // "08:01:1234"
+  long pid = 0;         // as printed (-1 for OFD locks)
+  std::string why;      // non-empty: it cannot be taken again, and why
+};
+
+bool parse_lock(const std::string& line, LockLine* out) {
+  std::vector<std::string> t = split_ws(line);
+  if (t.size() < 2 || t[0].empty() || t[0].back() != ':' || t[1] == "->") return false;
+  t.erase(t.begin());
+  if (t.size() < 7) return false;
+  LockLine l;
+  for (size_t i = 0; i < t.size(); ++i) l.text += (i ? " " : "") + t[i];
+  const std::string& kind = t[0];
+  l.pid = std::strtol(t[3].c_str(), nullptr, 10);
+  l.inode = t[4];
+  if (t[2] == "UNLCK") return false;  // nothing held
+  l.lock.set_write(t[2] == "WRITE");
+  if (kind == "POSIX" || kind == "OFDLCK") {
+    l.lock.set_kind(kind == "POSIX" ? pb::FileLock::POSIX : pb::FileLock::OFD);
+    l.lock.set_start(std::strtoull(t[5].c_str(), nullptr, 10));
+    if (t[6] == "EOF")
+      l.lock.set_to_eof(true);
+    else
+      l.lock.set_end(std::strtoull(t[6].c_str(), nullptr, 10));
+    if (t[1] != "ADVISORY") l.why = "it is not an advisory lock";
+  } else if (kind == "FLOCK") {
+    l.lock.set_kind(pb::FileLock::FLOCK);
+  } else if (kind == "LEASE") {
+    l.lock.set_kind(pb::FileLock::LEASE);
+    if (t[1] != "ACTIVE") l.why = "a break of the lease is in progress";
+  } else {
+    l.why = "a lock of kind " + kind;  // DELEG (nfsd), ACCESS, UNKNOWN
+  }
+  if (l.inode.find("none") != std::string::npos) l.why = "a lock without an inode";
+  *out = l;
+  return true;
+}
+
+// The locks an fdinfo shows.
+std::vector<LockLine> fd_locks(const std::string& info) {
+  std::vector<LockLine> out;
+  size_t at = 0;
+  while ((at = info.find("lock:", at)) != std::string::npos) {
+    size_t nl = info.find('\n', at);
+    std::string line = info.substr(at + 5, nl == std::string::npos ? std::string::npos : nl - at - 5);
+    at = nl == std::string::npos ? info.size() : nl + 1;
+    LockLine l;
+    if (parse_lock(line, &l)) out.push_back(l);
+  }
+  return out;
+}
+
 int64_t ns_of(const struct timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; }
 
 // Owner, mode, size and times of the inode, as the description keeps them.
@@ -211,6 +273,20 @@ std::string socket_family_name(int family) {
   }
 }
 
+std::string lock_name(const pb::FileLock& l) {
+  auto range = [&] {
+    return l.to_eof() ? strf(" on %llu-EOF", static_cast<unsigned long long>(l.start()))
+                      : strf(" on %llu-%llu", static_cast<unsigned long long>(l.start()), static_cast<unsigned long long>(l.end()));
+  };
+  switch (l.kind()) {
+    case pb::FileLock::FLOCK: return l.write() ? "exclusive flock" : "shared flock";
+    case pb::FileLock::POSIX: return std::string(l.write() ? "POSIX write lock" : "POSIX read lock") + range();
+    case pb::FileLock::OFD: return std::string(l.write() ? "OFD write lock" : "OFD read lock") + range();
+    case pb::FileLock::LEASE: return l.write() ? "write lease" : "read lease";
+    default: return strf("lock of kind %d", static_cast<int>(l.kind()));
+  }
+}
+
 // ---- FileDumper ------------------------------------------------------------------
 
 FileDumper::~FileDumper() {
@@ -270,6 +346,17 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
       int same = kcmp(pid, r.pid, KCMP_FILE, static_cast<unsigned long>(fd), static_cast<unsigned long>(r.fd));
       if (same < 0) throw_errno(strf("unable to dump fd %d of pid %d: unable to compare it with fd %d of pid %d", fd, pid, r.fd, r.pid));
       if (same == 0) {
+        // POSIX locks belong to the process: this one's, through the
+        // shared description, are its own (flock, OFD locks and leases
+        // belong to the description and were recorded with it).
+        for (const LockLine& l : fd_locks(info)) {
+          if (!l.why.empty()) refuse(link, "it holds a " + lock_name(l.lock) + ", " + l.why + ": not supported");
+          if (l.lock.kind() != pb::FileLock::POSIX || !posix_seen_.insert({r.id, l.text}).second) continue;
+          pb::FileLock* k = descs_[r.id - 1].add_locks();
+          *k = l.lock;
+          k->set_pid(static_cast<uint32_t>(pid));
+          k->set_fd(fd);
+        }
         pb::Fd f;
         f.set_pid(static_cast<uint32_t>(pid));
         f.set_fd(fd);
@@ -290,6 +377,18 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
   d.set_owner_pid(static_cast<uint32_t>(pid));
   d.set_owner_fd(fd);
   d.set_id(static_cast<uint32_t>(descs_.size() + 1));
+  for (const LockLine& l : fd_locks(info)) {
+    if (!l.why.empty()) refuse(link, "it holds a " + lock_name(l.lock) + ", " + l.why + ": not supported");
+    if (!record) continue;
+    if (l.lock.kind() == pb::FileLock::POSIX) posix_seen_.insert({d.id(), l.text});
+    pb::FileLock* k = d.add_locks();
+    *k = l.lock;
+    // POSIX locks and leases are taken again by this process through this
+    // fd; a flock by the process that took it (its pid shows in the lock)
+    // if it holds the description too, else by this one.
+    k->set_pid(static_cast<uint32_t>(k->kind() == pb::FileLock::FLOCK && l.pid > 0 ? l.pid : pid));
+    k->set_fd(fd);
+  }
 
   auto starts = [&](const char* p) { return link.compare(0, std::strlen(p), p) == 0; };
   const std::string deleted_suffix = kDeletedSuffix;
@@ -558,6 +657,67 @@ uint32_t FileDumper::removed_dir(pid_t pid, const char* which) {
   LOG_DEBUG("the %s of pid %d is the removed directory '%s': description %u", which, pid, real.c_str(), d.id());
   descs_.push_back(std::move(d));
   return descs_.back().id();
+}
+
+void FileDumper::check_locks(const std::vector<pid_t>& pids) {
+  std::set<long> tree(pids.begin(), pids.end());
+  // Every lock an fd of the tree shows, once (a lock of a description shows
+  // in every fd of it).
+  std::map<std::string, int> shown;
+  std::set<std::string> seen;
+  for (pid_t pid : pids) {
+    for (int fd : list_fds(pid)) {
+      std::string info;
+      if (!try_read_file(strf("/proc/%d/fdinfo/%d", pid, fd), &info)) continue;
+      std::vector<LockLine> locks = fd_locks(info);
+      if (locks.empty()) continue;
+      struct stat st;
+      if (::stat(strf("/proc/%d/fd/%d", pid, fd).c_str(), &st) != 0) continue;
+      for (const LockLine& l : locks) {
+        // The same lock through another fd of the same description: once.
+        bool dup = false;
+        for (int other : list_fds(pid)) {
+          if (other >= fd) break;
+          if (kcmp(pid, pid, KCMP_FILE, static_cast<unsigned long>(fd), static_cast<unsigned long>(other)) == 0) dup = true;
+        }
+        if (!dup && seen.insert(strf("%d/%d ", pid, fd) + l.text).second) ++shown[l.text];
+        // A lock of a description that a process outside the tree took,
+        // and still holds through the same description, stays with that
+        // process when the tree ends: the restored one could never be had.
+        if (l.lock.kind() == pb::FileLock::POSIX || l.pid <= 0 || tree.count(l.pid)) continue;
+        std::vector<int> theirs;
+        try {
+          theirs = list_fds(static_cast<pid_t>(l.pid));
+        } catch (const Error&) {
+          continue;  // gone: the lock is the tree's alone
+        }
+        for (int t : theirs) {
+          struct stat ts;
+          if (::stat(strf("/proc/%ld/fd/%d", l.pid, t).c_str(), &ts) != 0 || ts.st_dev != st.st_dev || ts.st_ino != st.st_ino)
+            continue;
+          if (kcmp(static_cast<pid_t>(l.pid), pid, KCMP_FILE, static_cast<unsigned long>(t), static_cast<unsigned long>(fd)) == 0)
+            fail(strf("unable to dump fd %d of pid %d (%s on '%s'): its description is shared with pid %ld outside the tree, "
+                      "which holds the lock too: not supported",
+                      fd, pid, lock_name(l.lock).c_str(), read_link(strf("/proc/%d/fd/%d", pid, fd)).c_str(), l.pid));
+        }
+      }
+    }
+  }
+  std::string text;
+  if (!try_read_file("/proc/locks", &text)) return;  // no /proc/locks: fdinfo is all there is
+  std::map<std::string, int> held;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t nl = text.find('\n', at);
+    if (nl == std::string::npos) nl = text.size();
+    LockLine l;
+    bool ok = parse_lock(text.substr(at, nl - at), &l);
+    at = nl + 1;
+    if (!ok || !tree.count(l.pid)) continue;
+    if (++held[l.text] > shown[l.text])
+      fail(strf("unable to dump pid %ld: it holds a %s on inode %s through no open fd (a mapping, or an fd in flight): "
+                "not supported", l.pid, lock_name(l.lock).c_str(), l.inode.c_str()));
+  }
 }
 
 void FileDumper::write(StreamWriter& w) {

@@ -58,6 +58,12 @@ class FileDumper {
   // removed: the id of a FileDesc (FILE_DIR, deleted, no Fd) describing it
   // (one per directory); 0 when the directory still has its path.
   uint32_t removed_dir(pid_t pid, const char* which);
+  // Refuses, by name, what no restore could take again: a lock in
+  // /proc/locks that a process of pids (the whole tree) holds but no fd of
+  // the tree shows (taken through a description reached only through a
+  // mapping, say), and a lock of a description that a process outside the
+  // tree holds as well.  Changes nothing.
+  void check_locks(const std::vector<pid_t>& pids);
 
   // Every FileDesc frame, each followed by the contents its inode carries
   // (PageRuns, file = its id), then every Fd frame.
@@ -87,6 +93,7 @@ class FileDumper {
   std::map<std::pair<uint64_t, uint64_t>, uint32_t> contents_of_;      // (dev, ino) -> desc carrying them
   std::map<std::pair<uint64_t, uint64_t>, uint32_t> dirs_;             // removed cwd/root dirs -> desc
   std::map<uint32_t, ScopedFd> contents_fd_;                           // desc id -> inode, for write()
+  std::set<std::pair<uint32_t, std::string>> posix_seen_;              // (desc, text): POSIX locks recorded
   std::map<pid_t, int> pidfds_;
 };
 
@@ -121,11 +128,27 @@ class FileRestorer {
   // above the highest target fd number if needed, so install() never
   // overwrites a restorer-side fd); not CLOEXEC, so forked children inherit
   // them.  The inodes prepare() made get their owner, mode, times and seals
-  // first.  Sockets are refused (status 3).
+  // first.  OFD locks are taken here, on the restorer's copy of the
+  // description (they belong to it, and the task inherits them); flocks by
+  // install(), in the task that took them (so /proc/locks shows its pid).
+  // Sockets are refused (status 3).
   void open_all(const std::vector<pb::FileDesc>& descs, const std::vector<pb::Fd>& fds, int base);
   // The restorer's fd on the inode that prepare() made for a description
   // (to map it, to chdir into it); -1 if none.
   int inode_fd(uint32_t desc_id) const;
+  // The POSIX locks and leases process `pid` takes again itself once
+  // nothing else opens or closes files in it (closing any fd of a file
+  // drops its POSIX locks): fcntl(lock.fd(), ...) in the task.
+  struct TaskLock {
+    pb::FileLock lock;
+    std::string what;  // "write POSIX lock on 0-EOF of fd 3 of pid 42 ('/x')"
+  };
+  std::vector<TaskLock> task_locks(pid_t pid) const;
+  // fcntl(2) arguments that take the lock again: *cmd and *fl (POSIX),
+  // or *cmd and *arg (a lease).
+  static void lock_call(const pb::FileLock& l, int* cmd, struct flock* fl, long* arg);
+  // "write POSIX lock on 0-EOF of fd 3 of pid 42 ('/x')".
+  std::string lock_who(const pb::FileLock& l, uint32_t desc_id) const;
   // Closes the inodes prepare() made (once every task has mapped them).
   void release_inodes();
   // Terminal fds of the image open this terminal (--shell-job); without
@@ -140,7 +163,8 @@ class FileRestorer {
   // In a forked child that will become process `pid` (the dumped pid): dup2
   // each of pid's descriptions to its target number with its cloexec flag,
   // close every other fd except those in `keep` (which must not be target
-  // numbers of pid), then add the epoll targets of the epolls pid owns.
+  // numbers of pid), take the flocks pid took, then add the epoll targets
+  // of the epolls pid owns.
   void install(pid_t pid, const std::vector<int>& keep);
 
   // Releases the restorer-side fds (in the parent after forking).
@@ -161,6 +185,7 @@ class FileRestorer {
   void open_one(const pb::FileDesc& d);
   void finish_inode(const pb::FileDesc& d, int fd);  // owner, mode, times, seals
   int made_fd(const pb::FileDesc& d);                 // its inode, made and finished
+  void take_locks(const pb::FileDesc& d, int fd);    // flock and OFD locks, in the restorer
   int place(int fd);                      // moves fd to >= next_, returns it
   std::string who(uint32_t desc_id) const;  // "fd 3 of pid 42"
 
@@ -178,10 +203,20 @@ class FileRestorer {
   };
   std::map<std::string, Made> made_;                    // inode key -> what prepare() made
   std::map<uint32_t, std::string> made_key_;            // desc id -> its inode key in made_
+  std::map<pid_t, std::vector<TaskLock>> task_locks_;
+  struct Flock {
+    int fd;  // target fd number in the task
+    bool exclusive;
+    std::string what;
+  };
+  std::map<pid_t, std::vector<Flock>> flocks_;  // taken by install()
   std::vector<int> holders_;                             // fds closed at the end of open_all
   std::map<pid_t, std::vector<Slot>> slots_;
   std::map<pid_t, std::vector<EpollAdd>> epoll_adds_;
 };
+
+// "POSIX write lock on 0-EOF", "exclusive flock", "read lease".
+std::string lock_name(const pb::FileLock& l);
 
 // "AF_UNIX", "AF_INET", ... ("AF_42" for the rest).
 std::string socket_family_name(int family);

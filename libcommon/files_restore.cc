@@ -11,10 +11,15 @@
 //  - a deleted file, removed directory or deleted FIFO is made again by name,
 //    opened, and unlinked at once: the open fd keeps the inode, and /proc
 //    names it "PATH (deleted)" as it did.  An fd on a removed directory
-//    works for fchdir and for opening it again through /proc/self/fd.
+//    works for fchdir and for opening it again through /proc/self/fd;
+//  - flock and OFD locks belong to the open file description, so the
+//    restorer takes them on its copy and the task inherits them; POSIX
+//    locks belong to the process and are dropped when it closes any fd of
+//    the file, so the task takes them itself, last (task_locks()).
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -293,6 +298,52 @@ void FileRestorer::release_inodes() {
   made_key_.clear();
 }
 
+void FileRestorer::lock_call(const pb::FileLock& l, int* cmd, struct flock* fl, long* arg) {
+  std::memset(fl, 0, sizeof *fl);
+  fl->l_type = l.write() ? F_WRLCK : F_RDLCK;
+  fl->l_whence = SEEK_SET;
+  fl->l_start = static_cast<off_t>(l.start());
+  fl->l_len = l.to_eof() ? 0 : static_cast<off_t>(l.end() - l.start() + 1);
+  *arg = l.write() ? F_WRLCK : F_RDLCK;
+  switch (l.kind()) {
+    case pb::FileLock::POSIX: *cmd = F_SETLK; break;
+    case pb::FileLock::OFD: *cmd = F_OFD_SETLK; break;
+    case pb::FileLock::LEASE: *cmd = F_SETLEASE; break;
+    default: *cmd = -1;  // flock(2), not fcntl
+  }
+}
+
+std::string FileRestorer::lock_who(const pb::FileLock& l, uint32_t desc_id) const {
+  auto it = desc_by_id_.find(desc_id);
+  std::string path = it == desc_by_id_.end() ? "" : " ('" + it->second->path() + "')";
+  if (l.kind() == pb::FileLock::POSIX || l.kind() == pb::FileLock::LEASE)
+    return lock_name(l) + strf(" of fd %d of pid %u", l.fd(), l.pid()) + path;
+  return lock_name(l) + " of " + who(desc_id) + path;
+}
+
+void FileRestorer::take_locks(const pb::FileDesc& d, int fd) {
+  for (const auto& l : d.locks()) {
+    if (l.kind() != pb::FileLock::OFD) continue;  // the tasks' (install(), task_locks())
+    int cmd;
+    struct flock fl;
+    long arg;
+    lock_call(l, &cmd, &fl, &arg);
+    int r = ::fcntl(fd, cmd, &fl);
+    if (r != 0) {
+      int err = errno;
+      if (err == EAGAIN || err == EWOULDBLOCK || err == EACCES)
+        fail("unable to take the " + lock_who(l, d.id()) + " again: another process holds a lock in its way");
+      throw_errno("unable to take the " + lock_who(l, d.id()) + " again", err);
+    }
+    LOG_DEBUG("took the %s", lock_who(l, d.id()).c_str());
+  }
+}
+
+std::vector<FileRestorer::TaskLock> FileRestorer::task_locks(pid_t pid) const {
+  auto it = task_locks_.find(pid);
+  return it == task_locks_.end() ? std::vector<TaskLock>() : it->second;
+}
+
 std::string FileRestorer::who(uint32_t id) const {
   auto it = first_fd_.find(id);
   if (it == first_fd_.end()) return strf("description %u", id);
@@ -315,6 +366,8 @@ int FileRestorer::fd_of(uint32_t desc_id) const {
 
 void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::vector<pb::Fd>& fds, int base) {
   close_all();
+  task_locks_.clear();
+  flocks_.clear();
   // Validate the image before opening anything.
   for (const auto& d : descs) {
     if (d.id() == 0 || !desc_by_id_.emplace(d.id(), &d).second) bad_input(strf("file description %u is duplicated or zero", d.id()));
@@ -355,6 +408,34 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
     if (d.pipe_data().size() > (16u << 20)) bad_input(who(d.id()) + " carries more pipe data than a pipe holds");
     const std::string key = inode_key(d);
     if (!d.pipe_data().empty() && !contents.count(key)) contents[key] = &d.pipe_data();
+    for (const auto& l : d.locks()) {
+      if (l.kind() == pb::FileLock::FLOCK) {
+        // Taken in install() by the process that took it, if it holds the
+        // description, else by the first that does: /proc/locks shows a
+        // flock's taker.
+        pid_t by = 0;
+        int at_fd = -1;
+        for (const auto& f : fds)
+          if (f.desc() == d.id() && (by == 0 || (f.pid() == l.pid() && static_cast<pid_t>(f.pid()) != by))) {
+            by = static_cast<pid_t>(f.pid());
+            at_fd = f.fd();
+          }
+        if (by == 0) bad_input(who(d.id()) + ": a flock on a description that no fd names");
+        flocks_[by].push_back({at_fd, l.write(), lock_who(l, d.id())});
+        continue;
+      }
+      if (l.kind() != pb::FileLock::POSIX && l.kind() != pb::FileLock::LEASE) {
+        if (l.kind() != pb::FileLock::OFD)
+          bad_input(strf("%s has a lock of unknown kind %d", who(d.id()).c_str(), static_cast<int>(l.kind())));
+        continue;
+      }
+      bool found = false;
+      for (const auto& f : fds) found |= f.pid() == l.pid() && f.fd() == l.fd() && f.desc() == d.id();
+      if (!found) bad_input(strf("%s: its %s is held through fd %d of pid %u, which is not in the image", who(d.id()).c_str(),
+                                 l.kind() == pb::FileLock::POSIX ? "POSIX lock" : "lease", l.fd(), l.pid()));
+      if (!l.to_eof() && l.end() < l.start()) bad_input(who(d.id()) + ": a lock that ends before it starts");
+      task_locks_[static_cast<pid_t>(l.pid())].push_back({l, lock_who(l, d.id())});
+    }
     pipe_sizes[key] = std::max(pipe_sizes[key], d.pipe_size());
     if (d.kind() == pb::FILE_EPOLL) {
       auto owner = std::make_pair(static_cast<pid_t>(d.owner_pid()), d.owner_fd());
@@ -558,6 +639,7 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
         }
       }
       open_[d.id()] = place(fd);
+      take_locks(d, open_[d.id()]);
     }
     if (!inotify_dummy.empty()) ::rmdir(inotify_dummy.c_str());
   } catch (...) {
@@ -602,6 +684,14 @@ void FileRestorer::install(pid_t pid, const std::vector<int>& keep) {
   open_.clear();
   holders_.clear();
   for (auto& [key, m] : made_) m.fd = -1;
+  auto fit = flocks_.find(pid);
+  if (fit != flocks_.end())
+    for (const Flock& f : fit->second)
+      if (::flock(f.fd, (f.exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+        int err = errno;
+        if (err == EWOULDBLOCK) fail("unable to take the " + f.what + " again: another process holds a lock in its way");
+        throw_errno("unable to take the " + f.what + " again", err);
+      }
   auto eit = epoll_adds_.find(pid);
   if (eit != epoll_adds_.end()) {
     for (const EpollAdd& a : eit->second) {

@@ -212,6 +212,10 @@ std::string terminal_name(pid_t p, dev_t dev) {
 }
 
 void check_tree(FrozenTree& t, FileDumper& files) {
+  std::vector<pid_t> live;
+  for (pid_t p : t.procs)
+    if (!t.zombies.count(p)) live.push_back(p);
+  files.check_locks(live);
   for (pid_t p : t.procs) {
     if (t.zombies.count(p)) continue;
     Stat st = read_stat(p);

@@ -4,6 +4,7 @@
 // credentials) and, last, every thread's registers, XSAVE and mask.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -105,6 +106,20 @@ void TaskBuilder::finish_task() {
       LOG_WARN("pid %d: unable to set rlimit %u: %s", pid, rl.resource(), strerror(errno));
   }
   if (p.child_subreaper()) rs->check("prctl", SYS_prctl, PR_SET_CHILD_SUBREAPER, 1);
+  // POSIX locks and leases, taken by the task itself: nothing opens or
+  // closes a file in it after this (closing any fd of a file would drop
+  // its POSIX locks), and a lease signals the one who set it.
+  for (const auto& tl : R.files.task_locks(pid)) {
+    int cmd;
+    struct flock fl;
+    long arg;
+    FileRestorer::lock_call(tl.lock, &cmd, &fl, &arg);
+    long r = cmd == F_SETLEASE ? rs->syscall(SYS_fcntl, tl.lock.fd(), cmd, static_cast<uint64_t>(arg))
+                               : rs->syscall(SYS_fcntl, tl.lock.fd(), cmd, put(&fl, sizeof fl));
+    if (r == -EAGAIN || r == -EACCES) fail("unable to take the " + tl.what + " again: another process holds a lock in its way");
+    if (r < 0) throw_errno("unable to take the " + tl.what + " again", static_cast<int>(-r));
+    LOG_DEBUG("took the %s", tl.what.c_str());
+  }
   // Its root, last of what names paths (every path after a chroot is
   // looked up under the new root).
   if (p.root_desc()) {

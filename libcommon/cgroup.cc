@@ -120,6 +120,20 @@ CgroupFs& real_cgroup_fs() {
   return fs;
 }
 
+std::vector<std::string> cgroup_v1_lines(const std::string& text) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t nl = text.find('\n', at);
+    if (nl == std::string::npos) nl = text.size();
+    std::string line = text.substr(at, nl - at);
+    at = nl + 1;
+    size_t a = line.find(':');
+    if (a != std::string::npos && a + 1 < line.size() && line[a + 1] != ':') out.push_back(line);
+  }
+  return out;
+}
+
 std::string default_cgroup_root() {
   if (const char* e = std::getenv("CK_CGROUP_ROOT"); e && *e) return e;
   for (const char* p : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {

@@ -64,6 +64,10 @@ CgroupFs& real_cgroup_fs();
 // mount; else /sys/fs/cgroup if it is one; else fails.
 std::string default_cgroup_root();
 
+// The cgroup v1 lines of a /proc/PID/cgroup text: those with controllers
+// ("4:memory:/x", "1:name=systemd:/y"), not the v2 "0::/z".
+std::vector<std::string> cgroup_v1_lines(const std::string& proc_cgroup);
+
 // Setting-file names in the order restore writes them (lower rank first).
 int setting_rank(const std::string& name);
 // True if `name` is a file ck keeps as a setting (given it is rw).

@@ -14,7 +14,10 @@
 #include <linux/magic.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -28,6 +31,7 @@
 #include "error.h"
 #include "fd.h"
 #include "files.h"
+#include "kinds.h"
 #include "log.h"
 #include "memread.h"
 #include "proc.h"
@@ -255,6 +259,64 @@ std::string resolve_fhandle(pid_t pid, uint64_t sdev, int type, const std::strin
   throw_errno("unable to resolve the watched file", last_err);
 }
 
+const char* socket_type_name(int type) {
+  switch (type) {
+    case SOCK_STREAM: return "SOCK_STREAM";
+    case SOCK_DGRAM: return "SOCK_DGRAM";
+    case SOCK_SEQPACKET: return "SOCK_SEQPACKET";
+    case SOCK_RAW: return "SOCK_RAW";
+    case SOCK_RDM: return "SOCK_RDM";
+    default: return "SOCK_?";
+  }
+}
+
+// "127.0.0.1:8000", "[::1]:8000", "/run/x.sock", "@abstract", "" (unbound).
+std::string sockaddr_text(const sockaddr_storage& ss, socklen_t len) {
+  char buf[INET6_ADDRSTRLEN] = "";
+  switch (ss.ss_family) {
+    case AF_INET: {
+      auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+      inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+      return strf("%s:%u", buf, ntohs(a->sin_port));
+    }
+    case AF_INET6: {
+      auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+      inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+      return strf("[%s]:%u", buf, ntohs(a->sin6_port));
+    }
+    case AF_UNIX: {
+      auto* a = reinterpret_cast<const sockaddr_un*>(&ss);
+      size_t n = len > offsetof(sockaddr_un, sun_path) ? len - offsetof(sockaddr_un, sun_path) : 0;
+      if (n == 0) return "";  // unnamed (socketpair, unbound)
+      if (a->sun_path[0] == '\0') return "@" + std::string(a->sun_path + 1, n - 1);
+      return std::string(a->sun_path, strnlen(a->sun_path, n));
+    }
+    default:
+      return "";
+  }
+}
+
+// What messages name a socket by: family, type, protocol, both addresses,
+// listening.  Read through a duplicate of the task's own socket.
+void describe_socket(int s, pb::FileDesc* d) {
+  int family = 0, type = 0, proto = 0, acc = 0;
+  socklen_t len = sizeof family;
+  if (::getsockopt(s, SOL_SOCKET, SO_DOMAIN, &family, &len) < 0) throw_errno("unable to get its family");
+  d->set_socket_family(socket_family_name(family));
+  len = sizeof type;
+  if (::getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &len) == 0) d->set_socket_type(socket_type_name(type));
+  len = sizeof proto;
+  if (::getsockopt(s, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0) d->set_socket_protocol(proto);
+  len = sizeof acc;
+  if (::getsockopt(s, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) == 0) d->set_socket_listening(acc != 0);
+  sockaddr_storage ss = {};
+  len = sizeof ss;
+  if (::getsockname(s, reinterpret_cast<sockaddr*>(&ss), &len) == 0) d->set_socket_addr(sockaddr_text(ss, len));
+  ss = {};
+  len = sizeof ss;
+  if (::getpeername(s, reinterpret_cast<sockaddr*>(&ss), &len) == 0) d->set_socket_peer(sockaddr_text(ss, len));
+}
+
 }  // namespace
 
 std::string socket_family_name(int family) {
@@ -314,6 +376,66 @@ void FileDumper::check_process(pid_t pid) {
 
 void FileDumper::dump_process(pid_t pid) {
   for (int fd : list_fds(pid)) one_fd(pid, fd, true);
+}
+
+void FileDumper::check_external(const std::set<pid_t>& tree, const std::set<std::string>& accepted) {
+  std::set<std::string> unused = accepted;
+  if (ends_.empty()) {
+    for (const auto& n : unused) LOG_WARN("--external '%s': the tree holds no such pipe or FIFO", n.c_str());
+    return;
+  }
+  // Every process of the machine, by its fds: a pipe shows as "pipe:[INO]",
+  // a FIFO as its path (then checked by inode).  Nothing here opens a file.
+  std::map<std::string, std::pair<uint64_t, uint64_t>> by_link;
+  for (const auto& [key, e] : ends_) by_link[e.name.compare(0, 5, "fifo:") == 0 ? e.name.substr(5) : e.name] = key;
+  DIR* proc = ::opendir("/proc");
+  if (!proc) throw_errno("unable to read '/proc'");
+  std::map<std::pair<uint64_t, uint64_t>, std::pair<pid_t, int>> outside;
+  while (dirent* de = ::readdir(proc)) {
+    if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
+    const pid_t q = std::atoi(de->d_name);
+    if (tree.count(q)) continue;
+    std::vector<int> qfds;
+    try {
+      qfds = list_fds(q);
+    } catch (const Error&) {
+      continue;  // exited, or a kernel thread
+    }
+    for (int qfd : qfds) {
+      const std::string path = strf("/proc/%d/fd/%d", q, qfd);
+      char buf[4096];
+      ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
+      if (n <= 0) continue;
+      const std::string link(buf, static_cast<size_t>(n));
+      auto it = by_link.find(link);
+      if (it == by_link.end()) continue;
+      struct stat st;
+      if (ends_[it->second].name.compare(0, 5, "fifo:") == 0 &&
+          (::stat(path.c_str(), &st) != 0 || std::make_pair(static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)) != it->second))
+        continue;
+      outside.emplace(it->second, std::make_pair(q, qfd));
+    }
+  }
+  ::closedir(proc);
+  for (auto& [key, e] : ends_) {
+    auto o = outside.find(key);
+    if (o == outside.end()) continue;
+    if (accepted.count(e.name)) {
+      e.accepted = e.name;
+      unused.erase(e.name);
+      LOG_INFO("%s of fd %d of pid %d is external (fd %d of pid %d holds it too): accepted", e.name.c_str(), e.fd, e.pid,
+               o->second.second, o->second.first);
+      continue;
+    }
+    const KindId k = e.name.compare(0, 5, "fifo:") == 0 ? KindId::kFdFifoExternal : KindId::kFdPipeExternal;
+    std::string comm;
+    try_read_file(strf("/proc/%d/comm", o->second.first), &comm);
+    while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+    refuse_kind(k, strf("unable to dump fd %d of pid %d (%s)", e.fd, e.pid, e.name.c_str()),
+                strf("fd %d of pid %d (%s), outside the tree, holds it too: accept it with --external '%s'",
+                     o->second.second, o->second.first, comm.c_str(), e.name.c_str()));
+  }
+  for (const auto& n : unused) LOG_WARN("--external '%s': no process outside the tree holds it", n.c_str());
 }
 
 void FileDumper::one_fd(pid_t pid, int fd, bool record) {
@@ -402,14 +524,8 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
 
   if (starts("socket:[")) {
     ScopedFd s = take(pid, fd, "socket");
-    int family = 0;
-    socklen_t len = sizeof family;
-    if (::getsockopt(s.get(), SOL_SOCKET, SO_DOMAIN, &family, &len) < 0)
-      throw_errno(strf("unable to dump fd %d of pid %d (socket): unable to get its family", fd, pid));
-    std::string fam = socket_family_name(family);
-    if (family == AF_NETLINK || family == AF_PACKET) refuse("socket " + fam, "not supported");
     d.set_kind(pb::FILE_SOCKET);
-    d.set_socket_family(fam);
+    with_context(strf("unable to dump fd %d of pid %d (socket)", fd, pid), [&] { describe_socket(s.get(), &d); });
   } else if (starts("pipe:[") || (S_ISFIFO(st.st_mode) && link[0] == '/')) {
     bool fifo = !starts("pipe:[");
     d.set_kind(fifo ? pb::FILE_FIFO : pb::FILE_PIPE);
@@ -421,13 +537,16 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
         d.set_deleted(true);  // made again for the restore, and unlinked again
       }
     }
-    if (record) {
+    auto ext = ends_.find(key);
+    if (record && (ext == ends_.end() || ext->second.accepted.empty())) {
       uint32_t size = 0;
       std::string data = with_context(strf("unable to dump fd %d of pid %d (%s)", fd, pid, link.c_str()),
                                        [&] { return peek_pipe(proc_path, &size); });
       d.set_pipe_size(size);
       if (pipes_with_data_.insert(key).second) d.set_pipe_data(data);
     }
+  } else if (link == "anon_inode:[pidfd]" || starts("pidfd:")) {
+    d.set_kind(pb::FILE_PIDFD);
   } else if (link == "anon_inode:[eventfd]") {
     d.set_kind(pb::FILE_EVENTFD);
     if (!fdinfo_field(info, "eventfd-count", &v)) refuse(link, "no eventfd-count in fdinfo");
@@ -500,7 +619,7 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
     d.set_deleted(true);
     struct statfs sf;
     if (::statfs(proc_path.c_str(), &sf) == 0 && sf.f_type == HUGETLBFS_MAGIC)
-      refuse("memfd '" + name + "'", "hugetlb memfds are not supported");
+      refuse_kind(KindId::kFdMemfdHugetlb, strf("unable to dump fd %d of pid %d (memfd '%s')", fd, pid, name.c_str()));
     // Seals live on the inode; any description shows them.
     ScopedFd m(::open(proc_path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!m.valid()) throw_errno(strf("unable to dump fd %d of pid %d (memfd '%s'): unable to open it", fd, pid, name.c_str()));
@@ -529,11 +648,11 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
   } else if (S_ISCHR(st.st_mode) && link[0] == '/') {
     d.set_kind(pb::FILE_CHR);
     d.set_rdev(static_cast<uint32_t>(st.st_rdev));
-    if (marked_deleted) refuse("device '" + link + "'", "its node was deleted: not supported");
-    if (st.st_rdev == makedev(5, 2)) refuse("pseudo-terminal master '" + link + "'", "not supported");
+    if (marked_deleted) d.set_deleted(true);  // refused as fd.device.deleted below
     // A terminal (anything but the memory devices may be one): its
-    // settings, read through a duplicate of the task's own open file.
-    if (record && major(st.st_rdev) != 1) {
+    // settings, read through a duplicate of the task's own open file.  In
+    // the check too: what is not a terminal here is refused as a device.
+    if (major(st.st_rdev) != 1 && st.st_rdev != makedev(5, 2)) {
       ScopedFd t = take(pid, fd, link);
       std::string termios, winsize;
       bool is_tty = false;
@@ -546,7 +665,23 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
       }
     }
   } else {
-    refuse(link, "not supported");
+    d.set_kind(pb::FILE_OTHER);  // refused below by what kinds.h makes of its path
+  }
+
+  // What ck cannot rebuild is refused here, by its kind, before anything
+  // is written; what a later stage or the sink decides (sockets, external
+  // ends) is recorded.
+  const KindId kid = kind_of(d);
+  if (kind(kid).support == Support::kRefused)
+    refuse_kind(kid, strf("unable to dump fd %d of pid %d (%s)", fd, pid, describe(d).c_str()));
+  if (d.kind() == pb::FILE_PIPE || d.kind() == pb::FILE_FIFO) {
+    auto& e = ends_[key];
+    if (e.name.empty()) {
+      e.name = d.kind() == pb::FILE_PIPE ? describe(d) : "fifo:" + d.path();
+      e.pid = pid;
+      e.fd = fd;
+    }
+    if (!e.accepted.empty()) d.set_external(e.accepted);
   }
 
   if (!record) return;

@@ -23,6 +23,7 @@
 
 namespace ck {
 
+class SockRestorer;
 class StreamWriter;
 
 // 1.1 images carried a deleted file's contents inside its FileDesc frame
@@ -50,6 +51,16 @@ class FileDumper {
   // Records pid's fd table.  Descriptions shared with an fd already recorded
   // (same or another pid given to this dumper) get the same FileDesc id.
   void dump_process(pid_t pid);
+  // Records one fd (ck-sockdump: a file in flight, received into its own
+  // fd table); fds().back() then names its description.
+  void dump_fd(pid_t pid, int fd) { one_fd(pid, fd, true); }
+  // After check_process of every process of the tree, before dump_process:
+  // finds the pipes and FIFOs of the tree that a process outside it holds
+  // too (the other stages of a shell pipeline), by their inode, in every
+  // /proc/PID/fd.  Those named in `accepted` ("pipe:[1234]", "fifo:/run/x")
+  // are recorded as external (FileDesc.external, without their queued
+  // bytes, which stay in the pipe); any other is refused by name.
+  void check_external(const std::set<pid_t>& tree, const std::set<std::string>& accepted);
   // Records the deleted files and memfds that pid maps and that no
   // recorded description shows: one FileDesc each (named by no Fd, with
   // map_start).  Call once every process's fds are recorded.
@@ -95,6 +106,13 @@ class FileDumper {
   std::map<uint32_t, ScopedFd> contents_fd_;                           // desc id -> inode, for write()
   std::set<std::pair<uint32_t, std::string>> posix_seen_;              // (desc, text): POSIX locks recorded
   std::map<pid_t, int> pidfds_;
+  struct End {             // a pipe or FIFO of the tree, by inode
+    std::string name;      // "pipe:[1234]", "fifo:/run/x"
+    pid_t pid = 0;         // the first fd of the tree that shows it
+    int fd = -1;
+    std::string accepted;  // its name once --external accepted it
+  };
+  std::map<std::pair<uint64_t, uint64_t>, End> ends_;  // (dev, ino)
 };
 
 // Restore side, in the restorer's own process before it forks the tasks.
@@ -127,11 +145,13 @@ class FileRestorer {
   // description once in the calling process at fd numbers >= base (raised
   // above the highest target fd number if needed, so install() never
   // overwrites a restorer-side fd); not CLOEXEC, so forked children inherit
-  // them.  The inodes prepare() made get their owner, mode, times and seals
-  // first.  OFD locks are taken here, on the restorer's copy of the
+  // them.  Only kinds the restorability check accepts (restorable.h) are
+  // rebuilt; any other is an internal error.  Sockets are made by the
+  // socket restorer given to use_sockets(), after every other file (fds in
+  // flight) and before epolls.  The inodes prepare() made get their owner,
+  // mode, times and seals first.  OFD locks are taken here, on the restorer's copy of the
   // description (they belong to it, and the task inherits them); flocks by
   // install(), in the task that took them (so /proc/locks shows its pid).
-  // Sockets are refused (status 3).
   void open_all(const std::vector<pb::FileDesc>& descs, const std::vector<pb::Fd>& fds, int base);
   // The restorer's fd on the inode that prepare() made for a description
   // (to map it, to chdir into it); -1 if none.
@@ -151,9 +171,14 @@ class FileRestorer {
   std::string lock_who(const pb::FileLock& l, uint32_t desc_id) const;
   // Closes the inodes prepare() made (once every task has mapped them).
   void release_inodes();
-  // Terminal fds of the image open this terminal (--shell-job); without
-  // one, open_all refuses them by name.  Call before open_all.
+  // Terminal fds of the image open this terminal (--shell-job).  Call
+  // before open_all.
   void use_terminal(const std::string& path) { terminal_ = path; }
+  void use_sockets(SockRestorer* s) { sockets_ = s; }
+  // The description of an external resource (FileDesc.external == name)
+  // is a duplicate of fd, an fd of the restorer (--inherit-fd).  Call
+  // before open_all.
+  void inherit(const std::string& name, int fd);
   int fd_of(uint32_t desc_id) const;  // restorer-side fd of a description; -1 if none
   // After open_all: no fd number from here up is a restorer-side fd or any
   // task's target number, so fds that must survive install() (keep) are
@@ -191,6 +216,8 @@ class FileRestorer {
 
   int next_ = 0;
   std::string terminal_;
+  SockRestorer* sockets_ = nullptr;
+  std::map<std::string, int> inherited_;         // external resource name -> restorer fd
   std::map<uint32_t, int> open_;                 // desc id -> restorer fd
   std::map<uint32_t, const pb::FileDesc*> desc_by_id_;
   std::map<uint32_t, std::pair<pid_t, int>> first_fd_;  // desc id -> (pid, fd)
@@ -217,6 +244,12 @@ class FileRestorer {
 
 // "POSIX write lock on 0-EOF", "exclusive flock", "read lease".
 std::string lock_name(const pb::FileLock& l);
+
+// The checks of an fd table that ck-restore needs (unique description ids,
+// fds in range naming known descriptions, each once, absolute paths, epoll
+// owners and targets in the image, contents within the limits): bad input,
+// status 3, otherwise.  Run by open_all and by the restorability check.
+void validate_file_table(const std::vector<pb::FileDesc>& descs, const std::vector<pb::Fd>& fds);
 
 // "AF_UNIX", "AF_INET", ... ("AF_42" for the rest).
 std::string socket_family_name(int family);

@@ -37,8 +37,10 @@
 #include "error.h"
 #include "fd.h"
 #include "files.h"
+#include "kinds.h"
 #include "log.h"
 #include "stream.h"
+#include "sock_restore.h"
 
 CK_LOG_MODULE("files");
 
@@ -364,51 +366,79 @@ int FileRestorer::fd_of(uint32_t desc_id) const {
   return it == open_.end() ? -1 : it->second;
 }
 
-void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::vector<pb::Fd>& fds, int base) {
-  close_all();
-  task_locks_.clear();
-  flocks_.clear();
-  // Validate the image before opening anything.
-  for (const auto& d : descs) {
-    if (d.id() == 0 || !desc_by_id_.emplace(d.id(), &d).second) bad_input(strf("file description %u is duplicated or zero", d.id()));
-  }
-  int max_target = -1;
+// The checks of a file table that no ck-freeze would write otherwise.
+void validate_file_table(const std::vector<pb::FileDesc>& descs, const std::vector<pb::Fd>& fds) {
+  std::map<uint32_t, const pb::FileDesc*> by_id;
+  for (const auto& d : descs)
+    if (d.id() == 0 || !by_id.emplace(d.id(), &d).second) bad_input(strf("file description %u is duplicated or zero", d.id()));
   std::set<std::pair<pid_t, int>> seen;
+  std::map<uint32_t, std::pair<pid_t, int>> first;
   for (const auto& f : fds) {
     if (f.fd() < 0 || f.fd() >= kMaxTargetFd) bad_input(strf("fd %d of pid %u is out of range", f.fd(), f.pid()));
-    if (!desc_by_id_.count(f.desc())) bad_input(strf("fd %d of pid %u names file description %u, which the image lacks", f.fd(), f.pid(), f.desc()));
+    if (!by_id.count(f.desc())) bad_input(strf("fd %d of pid %u names file description %u, which the image lacks", f.fd(), f.pid(), f.desc()));
     if (!seen.insert({static_cast<pid_t>(f.pid()), f.fd()}).second) bad_input(strf("fd %d of pid %u appears twice", f.fd(), f.pid()));
-    first_fd_.emplace(f.desc(), std::make_pair(static_cast<pid_t>(f.pid()), f.fd()));
-    max_target = std::max(max_target, f.fd());
+    first.emplace(f.desc(), std::make_pair(static_cast<pid_t>(f.pid()), f.fd()));
   }
-  std::map<std::string, const std::string*> contents;  // pipe key -> data carried by one desc
-  std::map<std::string, uint32_t> pipe_sizes;
+  auto who = [&](uint32_t id) {
+    auto it = first.find(id);
+    return it == first.end() ? strf("description %u", id) : strf("fd %d of pid %d", it->second.second, it->second.first);
+  };
   for (const auto& d : descs) {
     switch (d.kind()) {
-      case pb::FILE_SOCKET:
-        bad_input(who(d.id()) + " is a socket and the image has no socket state (run ck-sockdump)");
       case pb::FILE_REG:
       case pb::FILE_DIR:
       case pb::FILE_FIFO:
       case pb::FILE_CHR:
         if (d.path().empty() || d.path()[0] != '/') bad_input(strf("%s has a relative or empty path '%s'", who(d.id()).c_str(), d.path().c_str()));
         break;
-      case pb::FILE_PIPE:
-      case pb::FILE_EVENTFD:
-      case pb::FILE_EPOLL:
-      case pb::FILE_SIGNALFD:
-      case pb::FILE_TIMERFD:
-      case pb::FILE_INOTIFY:
-      case pb::FILE_MEMFD:
-        break;
       default:
-        bad_input(strf("%s is of a kind ck cannot restore (%d)", who(d.id()).c_str(), static_cast<int>(d.kind())));
+        break;
     }
     if (d.contents().size() > kMaxInlineContents) bad_input(who(d.id()) + " carries more contents than the limit");
     if (d.pipe_data().size() > (16u << 20)) bad_input(who(d.id()) + " carries more pipe data than a pipe holds");
+    for (const auto& l : d.locks()) {
+      const bool by_fd = l.kind() == pb::FileLock::POSIX || l.kind() == pb::FileLock::LEASE;
+      if (!by_fd && l.kind() != pb::FileLock::FLOCK && l.kind() != pb::FileLock::OFD)
+        bad_input(strf("%s has a lock of unknown kind %d", who(d.id()).c_str(), static_cast<int>(l.kind())));
+      if (!l.to_eof() && l.end() < l.start()) bad_input(who(d.id()) + ": a lock that ends before it starts");
+      bool found = false;
+      for (const auto& f : fds) found |= f.desc() == d.id() && (!by_fd || (f.pid() == l.pid() && f.fd() == l.fd()));
+      if (!found && by_fd)
+        bad_input(strf("%s: its %s is held through fd %d of pid %u, which is not in the image", who(d.id()).c_str(),
+                       l.kind() == pb::FileLock::POSIX ? "POSIX lock" : "lease", l.fd(), l.pid()));
+      if (!found) bad_input(who(d.id()) + ": a " + lock_name(l) + " on a description that no fd names");
+    }
+    if (d.kind() == pb::FILE_EPOLL) {
+      bool found = false;
+      for (const auto& f : fds) found |= f.pid() == d.owner_pid() && f.fd() == d.owner_fd() && f.desc() == d.id();
+      if (!found && !d.epoll().empty()) bad_input(strf("%s: its owner fd %d of pid %u is not in the image", who(d.id()).c_str(), d.owner_fd(), d.owner_pid()));
+      for (const auto& t : d.epoll())
+        if (!seen.count({static_cast<pid_t>(d.owner_pid()), t.tfd()}))
+          bad_input(strf("%s: epoll target fd %d is not in the image", who(d.id()).c_str(), t.tfd()));
+    }
+  }
+}
+
+void FileRestorer::inherit(const std::string& name, int fd) { inherited_[name] = fd; }
+
+void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::vector<pb::Fd>& fds, int base) {
+  close_all();
+  validate_file_table(descs, fds);
+  for (const auto& d : descs) desc_by_id_.emplace(d.id(), &d);
+  int max_target = -1;
+  for (const auto& f : fds) {
+    first_fd_.emplace(f.desc(), std::make_pair(static_cast<pid_t>(f.pid()), f.fd()));
+    max_target = std::max(max_target, f.fd());
+  }
+  std::map<std::string, const std::string*> contents;  // pipe key -> data carried by one desc
+  std::map<std::string, uint32_t> pipe_sizes;
+  task_locks_.clear();
+  flocks_.clear();
+  for (const auto& d : descs) {
     const std::string key = inode_key(d);
     if (!d.pipe_data().empty() && !contents.count(key)) contents[key] = &d.pipe_data();
-    for (const auto& l : d.locks()) {
+    pipe_sizes[key] = std::max(pipe_sizes[key], d.pipe_size());
+    for (const auto& l : d.locks()) {  // (checked by validate_file_table)
       if (l.kind() == pb::FileLock::FLOCK) {
         // Taken in install() by the process that took it, if it holds the
         // description, else by the first that does: /proc/locks shows a
@@ -420,31 +450,10 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
             by = static_cast<pid_t>(f.pid());
             at_fd = f.fd();
           }
-        if (by == 0) bad_input(who(d.id()) + ": a flock on a description that no fd names");
         flocks_[by].push_back({at_fd, l.write(), lock_who(l, d.id())});
-        continue;
+      } else if (l.kind() == pb::FileLock::POSIX || l.kind() == pb::FileLock::LEASE) {
+        task_locks_[static_cast<pid_t>(l.pid())].push_back({l, lock_who(l, d.id())});
       }
-      if (l.kind() != pb::FileLock::POSIX && l.kind() != pb::FileLock::LEASE) {
-        if (l.kind() != pb::FileLock::OFD)
-          bad_input(strf("%s has a lock of unknown kind %d", who(d.id()).c_str(), static_cast<int>(l.kind())));
-        continue;
-      }
-      bool found = false;
-      for (const auto& f : fds) found |= f.pid() == l.pid() && f.fd() == l.fd() && f.desc() == d.id();
-      if (!found) bad_input(strf("%s: its %s is held through fd %d of pid %u, which is not in the image", who(d.id()).c_str(),
-                                 l.kind() == pb::FileLock::POSIX ? "POSIX lock" : "lease", l.fd(), l.pid()));
-      if (!l.to_eof() && l.end() < l.start()) bad_input(who(d.id()) + ": a lock that ends before it starts");
-      task_locks_[static_cast<pid_t>(l.pid())].push_back({l, lock_who(l, d.id())});
-    }
-    pipe_sizes[key] = std::max(pipe_sizes[key], d.pipe_size());
-    if (d.kind() == pb::FILE_EPOLL) {
-      auto owner = std::make_pair(static_cast<pid_t>(d.owner_pid()), d.owner_fd());
-      bool found = false;
-      for (const auto& f : fds) found |= f.pid() == d.owner_pid() && f.fd() == d.owner_fd() && f.desc() == d.id();
-      if (!found && !d.epoll().empty()) bad_input(strf("%s: its owner fd %d of pid %u is not in the image", who(d.id()).c_str(), d.owner_fd(), d.owner_pid()));
-      for (const auto& t : d.epoll())
-        if (!seen.count({owner.first, t.tfd()}))
-          bad_input(strf("%s: epoll target fd %d is not in the image", who(d.id()).c_str(), t.tfd()));
     }
   }
   next_ = std::max(base, max_target + 1);
@@ -452,15 +461,28 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
   std::string inotify_dummy;  // throwaway directory for burning inotify wds
   try {
     std::set<std::string> used_ends;
-    // Everything but epolls first, in id order; then epolls (targets are added by install()).
+    // Everything but sockets and epolls first, in id order; then sockets
+    // (their queues may carry the others in flight); then epolls (targets
+    // are added by install()).
     std::vector<const pb::FileDesc*> order;
-    for (const auto& d : descs) if (d.kind() != pb::FILE_EPOLL) order.push_back(&d);
+    for (const auto& d : descs) if (d.kind() != pb::FILE_EPOLL && d.kind() != pb::FILE_SOCKET) order.push_back(&d);
     for (const auto& d : descs) if (d.kind() == pb::FILE_EPOLL) order.push_back(&d);
+    bool sockets_done = false;
+    auto open_sockets = [&] {
+      sockets_done = true;
+      if (!sockets_ || sockets_->empty()) return;
+      auto made = sockets_->open_all(descs, [&](uint32_t id) { return fd_of(id); }, [&](uint32_t id) { return who(id); });
+      for (auto& [id, fd] : made) open_[id] = place(fd);
+    };
 
     for (const pb::FileDesc* dp : order) {
       const pb::FileDesc& d = *dp;
+      if (d.kind() == pb::FILE_EPOLL && !sockets_done) open_sockets();
       const std::string w = who(d.id());
-      if (!first_fd_.count(d.id())) {  // a mapped file, a removed cwd: the inode is all
+      // A mapped file, a removed cwd (a process owns it, no fd names it):
+      // the inode is all.  A file in flight (no owner) is opened for its
+      // socket.
+      if (!first_fd_.count(d.id()) && d.owner_pid() != 0) {
         if (needs_inode(d)) made_fd(d);
         continue;
       }
@@ -468,9 +490,21 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
       const uint32_t oflags = d.flags() & kOpenFlagMask;
       auto nb = (d.flags() & O_NONBLOCK) != 0;
       int fd = -1;
-      switch (d.kind()) {
-        case pb::FILE_REG:
-        case pb::FILE_MEMFD: {
+      // What ck-restore rebuilds is what the restorability check accepted
+      // (restorable.h): one case per supported kind of kinds.h.
+      const KindId kid = kind_of(d);
+      switch (kid) {
+        case KindId::kFdPipeExternal:
+        case KindId::kFdFifoExternal: {
+          auto it = inherited_.find(d.external());
+          if (it == inherited_.end()) fail(strf("internal: no replacement for the external %s of %s", d.external().c_str(), w.c_str()));
+          fd = ::fcntl(it->second, F_DUPFD_CLOEXEC, 0);
+          if (fd < 0) throw_errno(strf("unable to take the replacement of %s for %s", d.external().c_str(), w.c_str()));
+          break;
+        }
+        case KindId::kFdFile:
+        case KindId::kFdFileDeleted:
+        case KindId::kFdMemfd: {
           if (d.kind() == pb::FILE_REG && !d.deleted()) {
             fd = ::open(d.path().c_str(), static_cast<int>(oflags));
             if (fd < 0) throw_errno("unable to open '" + d.path() + "' for " + w);
@@ -481,11 +515,17 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
           if (fd < 0) throw_errno("unable to reopen '" + d.path() + "' for " + w);
           break;
         }
-        case pb::FILE_CHR:
+        case KindId::kFdDirDeleted: {
+          std::string again = strf("/proc/self/fd/%d", made_fd(d));
+          fd = ::open(again.c_str(), static_cast<int>(oflags));
+          if (fd < 0) throw_errno("unable to reopen removed directory '" + d.path() + "' for " + w);
+          break;
+        }
+        case KindId::kFdTty:
+        case KindId::kFdDevice:
           if (d.tty()) {  // only ever the caller's terminal (--shell-job)
-            if (terminal_.empty())
-              fail(strf("%s is the terminal '%s': ck gives a restored tree only the caller's terminal, with --shell-job",
-                        w.c_str(), d.path().c_str()));
+            if (terminal_.empty())  // the restorability check refuses it without --shell-job
+              fail(strf("internal: %s is the terminal '%s' and ck-restore has none to give", w.c_str(), d.path().c_str()));
             const std::string& path = d.path() == "/dev/tty" ? d.path() : terminal_;
             fd = ::open(path.c_str(), static_cast<int>(oflags | O_NOCTTY));
             if (fd < 0) throw_errno("unable to open the terminal '" + path + "' for " + w);
@@ -496,13 +536,7 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
             break;
           }
           [[fallthrough]];
-        case pb::FILE_DIR:
-          if (d.kind() == pb::FILE_DIR && d.deleted()) {
-            std::string again = strf("/proc/self/fd/%d", made_fd(d));
-            fd = ::open(again.c_str(), static_cast<int>(oflags));
-            if (fd < 0) throw_errno("unable to reopen removed directory '" + d.path() + "' for " + w);
-            break;
-          }
+        case KindId::kFdDir:
           fd = ::open(d.path().c_str(), static_cast<int>(oflags | (d.kind() == pb::FILE_CHR ? O_NOCTTY : 0)));
           if (fd < 0) throw_errno("unable to open '" + d.path() + "' for " + w);
           if (d.kind() == pb::FILE_CHR && d.rdev() != 0) {
@@ -514,8 +548,8 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
             }
           }
           break;
-        case pb::FILE_PIPE:
-        case pb::FILE_FIFO: {
+        case KindId::kFdPipe:
+        case KindId::kFdFifo: {
           auto it = pipes_.find(key);
           if (it == pipes_.end()) {
             int pp[2];
@@ -554,7 +588,7 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
           set_status_flags(fd, d.flags(), "unable to set the flags of the pipe for " + w);
           break;
         }
-        case pb::FILE_EVENTFD: {
+        case KindId::kFdEventfd: {
           int f = EFD_CLOEXEC | EFD_NONBLOCK | ((d.eventfd_flags() & 1) ? EFD_SEMAPHORE : 0);
           fd = ::eventfd(0, f);
           if (fd < 0) throw_errno("unable to create an eventfd for " + w);
@@ -567,13 +601,13 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
           set_status_flags(fd, nb ? O_NONBLOCK : 0, "unable to set the flags of the eventfd for " + w);
           break;
         }
-        case pb::FILE_SIGNALFD: {
+        case KindId::kFdSignalfd: {
           uint64_t mask = d.signalfd_mask();
           fd = static_cast<int>(::syscall(SYS_signalfd4, -1, &mask, sizeof mask, SFD_CLOEXEC | (nb ? SFD_NONBLOCK : 0)));
           if (fd < 0) throw_errno("unable to create a signalfd for " + w);
           break;
         }
-        case pb::FILE_TIMERFD: {
+        case KindId::kFdTimerfd: {
           fd = ::timerfd_create(d.timer_clock(), TFD_CLOEXEC | (nb ? TFD_NONBLOCK : 0));
           if (fd < 0) throw_errno(strf("unable to create a timerfd (clock %d) for %s", d.timer_clock(), w.c_str()));
           itimerspec its = {};
@@ -591,7 +625,7 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
                      w.c_str(), std::strerror(errno));
           break;
         }
-        case pb::FILE_INOTIFY: {
+        case KindId::kFdInotify: {
           fd = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
           if (fd < 0) throw_errno("unable to create an inotify instance for " + w);
           ScopedFd guard(fd);
@@ -624,12 +658,12 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
           guard.extract();
           break;
         }
-        case pb::FILE_EPOLL:
+        case KindId::kFdEpoll:
           fd = ::epoll_create1(EPOLL_CLOEXEC);
           if (fd < 0) throw_errno("unable to create an epoll instance for " + w);
           break;
         default:
-          bad_input(w + " is of a kind ck cannot restore");
+          fail(strf("internal: %s is of kind %s, which nothing rebuilds", w.c_str(), kind(kid).name));
       }
       if (d.kind() == pb::FILE_REG || d.kind() == pb::FILE_MEMFD || d.kind() == pb::FILE_DIR) {
         if (!(d.flags() & O_PATH) && d.pos() != 0 && ::lseek(fd, static_cast<off_t>(d.pos()), SEEK_SET) < 0) {
@@ -641,6 +675,7 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
       open_[d.id()] = place(fd);
       take_locks(d, open_[d.id()]);
     }
+    if (!sockets_done) open_sockets();
     if (!inotify_dummy.empty()) ::rmdir(inotify_dummy.c_str());
   } catch (...) {
     if (!inotify_dummy.empty()) ::rmdir(inotify_dummy.c_str());

@@ -1,10 +1,10 @@
 #include "freeze.h"
+#include "kinds.h"
 
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <linux/ptrace.h>
 #include <sys/time.h>
 #include <signal.h>
@@ -22,6 +22,7 @@
 #include <set>
 #include <sstream>
 
+#include "cgroup.h"
 #include "error.h"
 #include "fd.h"
 #include "files.h"
@@ -30,6 +31,9 @@
 #include "ptrace.h"
 #include "stream.h"
 #include "tracer.h"
+#include "vma.h"
+
+#include <sys/sysmacros.h>  // last: its major()/minor() macros would hit pb::Header::major()
 
 CK_LOG_MODULE("freeze");
 
@@ -78,6 +82,27 @@ bool is_zombie(pid_t p) {
   } catch (const Error&) {
     return false;  // reaped meanwhile
   }
+}
+
+// A process whose main thread has exited (pthread_exit) while others run:
+// its leader is a zombie, the rest of the group is not.
+bool leader_exited(pid_t p) {
+  if (task_state(p, p) != 'Z') return false;
+  try {
+    return list_tids(p).size() > 1;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// PTRACE_SEIZE fails with EPERM for a task that has a tracer already: say
+// who it is.
+[[noreturn]] void refuse_traced(pid_t p, pid_t tid, pid_t tracer) {
+  std::string comm;
+  try_read_file(strf("/proc/%d/comm", tracer), &comm);
+  while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+  refuse_kind(KindId::kTaskTraced, strf("unable to dump pid %d", p),
+              strf("thread %d is traced by pid %d (%s), and a task has one tracer only", tid, tracer, comm.c_str()));
 }
 
 struct FrozenTree {
@@ -137,6 +162,7 @@ void seize_tree(pid_t root, FrozenTree& t) {
         zombies.insert(p);
         continue;
       }
+      if (leader_exited(p)) refuse_kind(KindId::kTaskLeaderExited, strf("unable to dump pid %d", p));
       std::vector<pid_t> tids;
       try {
         tids = list_tids(p);
@@ -148,6 +174,16 @@ void seize_tree(pid_t root, FrozenTree& t) {
         if (ptrace(static_cast<__ptrace_request>(PTRACE_SEIZE), tid, 0, 0) != 0) {
           if (errno == ESRCH) continue;
           if (errno == EPERM && exiting(p, tid)) throw Transient();
+          if (errno == EPERM) {
+            const int err = errno;
+            pid_t tracer = 0;
+            try {
+              tracer = static_cast<pid_t>(std::atoi(read_status(p, tid)["TracerPid"].c_str()));
+            } catch (const Error&) {
+            }
+            if (tracer > 0) refuse_traced(p, tid, tracer);
+            errno = err;
+          }
           throw_errno(strf("unable to seize thread %d of pid %d", tid, p));
         }
         t.seized.insert(tid);
@@ -228,15 +264,24 @@ void check_tree(FrozenTree& t, FileDumper& files) {
     // a login session): the restore could only give it a terminal by
     // taking the caller's away from the caller's session.
     if (st.u(6) == static_cast<uint64_t>(p) && st.u(7) != 0)
-      fail(strf("unable to dump pid %d (%s): it is a session leader with the controlling terminal %s (an interactive "
-                "shell?): ck restores a tree onto a terminal only as a job of the restoring shell (--shell-job): not supported",
-                p, st.comm.c_str(), terminal_name(p, static_cast<dev_t>(st.u(7))).c_str()));
+      refuse_kind(KindId::kTaskSessionLeader, strf("unable to dump pid %d (%s)", p, st.comm.c_str()),
+                  strf("it is a session leader with the controlling terminal %s (an interactive shell?): ck restores "
+                       "a tree onto a terminal only as a job of the restoring shell (--shell-job): not supported",
+                       terminal_name(p, static_cast<dev_t>(st.u(7))).c_str()));
     // A seccomp filter cannot be read back (and a restore without it
     // would quietly drop a security boundary): refuse by name.
     std::string mode = read_status(p)["Seccomp"];
     if (!mode.empty() && mode != "0")
-      fail(strf("unable to dump pid %d: it runs under seccomp (mode %s), which ck does not dump", p, mode.c_str()));
+      refuse_kind(KindId::kTaskSeccomp, strf("unable to dump pid %d", p),
+                  strf("it runs under seccomp (mode %s), whose filter cannot be read back: not supported", mode.c_str()));
     files.check_process(p);
+    // Mappings ck-restore cannot rebuild: refused now, before any stage
+    // runs (the sink would refuse them too, after the pages).
+    for (const auto& v : read_vmas(p)) {
+      const KindId k = kind_of(v);
+      if (kind(k).support != Support::kSupported)
+        refuse_kind(k, strf("unable to dump mapping %s of pid %d", describe(v).c_str(), p));
+    }
   }
 }
 
@@ -294,6 +339,8 @@ void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, int st
   fill_creds(p, pr->mutable_creds());
   pr->set_personality(static_cast<uint32_t>(parse_hex(read_file(strf("/proc/%d/personality", p)))));
   pr->set_umask(static_cast<uint32_t>(std::strtoul(read_status(p)["Umask"].c_str(), nullptr, 8)));
+  if (try_read_file(strf("/proc/%d/cgroup", p), &s))
+    for (const auto& l : cgroup_v1_lines(s)) pr->add_cgroup_v1(l);
   pr->set_auxv(read_file(strf("/proc/%d/auxv", p)));
   pr->set_cmdline(read_file(strf("/proc/%d/cmdline", p)));
   try_read_file(strf("/proc/%d/environ", p), &s);
@@ -470,6 +517,39 @@ void dump_zombie(pid_t p, StreamWriter& w) {
   w.frame(f);
 }
 
+// The command's watchdog: SIGALRM kills its process group, whatever it is
+// blocked in (a stage that is stopped, ck-freeze itself in a write to a
+// pipe that nobody reads).  The writes then fail with EPIPE and the pidfd
+// reports the exit: the usual paths roll back.
+volatile sig_atomic_t command_pgrp = 0;
+volatile sig_atomic_t command_timed_out = 0;
+
+void on_command_timeout(int) {
+  if (command_pgrp > 0) {
+    command_timed_out = 1;
+    ::kill(-command_pgrp, SIGKILL);
+  }
+}
+
+void arm_watchdog(pid_t pgrp, unsigned seconds) {
+  if (seconds == 0) return;
+  command_pgrp = pgrp;
+  command_timed_out = 0;
+  struct sigaction sa = {};
+  sa.sa_handler = on_command_timeout;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGALRM, &sa, nullptr);
+  ::alarm(seconds);
+}
+
+// Returns true when the watchdog fired before it was disarmed.
+bool disarm_watchdog() {
+  ::alarm(0);
+  command_pgrp = 0;
+  return command_timed_out != 0;
+}
+
 int wait_status(pid_t child) {
   int st;
   while (waitpid(child, &st, 0) < 0)
@@ -480,6 +560,12 @@ int wait_status(pid_t child) {
 }  // namespace
 
 int freeze_tree(const FreezeOptions& o) {
+  // A dump that kills the tree commits when COMMAND exits 0, and COMMAND's
+  // sink (ck-store put, ck-restore) is what checks that the image can be
+  // restored.  Without one, nothing would.
+  if (o.commit == FreezeOptions::kKill && o.command.empty())
+    usage_error("a dump that kills the tree needs a COMMAND that stores or restores the stream "
+                "(ck-freeze -t PID -- sh -c 'ck-memread | ck-store put -D DIR'), or --leave-running / --leave-stopped");
   FrozenTree tree;
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -495,7 +581,14 @@ int freeze_tree(const FreezeOptions& o) {
     }
   }
   FileDumper files;
-  check_tree(tree, files);  // refuse before anything else happens
+  try {
+    check_tree(tree, files);  // refuse before anything else happens
+    files.check_external(std::set<pid_t>(tree.procs.begin(), tree.procs.end()),
+                         std::set<std::string>(o.external.begin(), o.external.end()));
+  } catch (const Error&) {
+    LOG_WARN("nothing was dumped: the tree resumes as it was");
+    throw;
+  }
 
   int out_fd = 1;
   ScopedFd pipe_w;
@@ -512,6 +605,7 @@ int freeze_tree(const FreezeOptions& o) {
     child = fork();
     if (child < 0) throw_errno("unable to fork");
     if (child == 0) {
+      ::setpgid(0, 0);  // its own group: the watchdog kills every stage
       dup2(p[0], 0);
       int tfd = tracer->command_fd();
       ::fcntl(tfd, F_SETFD, 0);
@@ -523,6 +617,8 @@ int freeze_tree(const FreezeOptions& o) {
       std::fprintf(stderr, "ck-freeze: unable to run '%s': %s\n", argv[0], std::strerror(errno));
       _exit(127);
     }
+    ::setpgid(child, child);  // whichever of the two runs first
+    arm_watchdog(child, o.timeout_s);
     ::close(p[0]);
     tracer->close_command_fd();
     pipe_w.reset(p[1]);
@@ -557,6 +653,9 @@ int freeze_tree(const FreezeOptions& o) {
       pipe_w.reset();
       ::kill(child, SIGTERM);
       wait_status(child);
+      if (disarm_watchdog())
+        fail(strf("'%s' did not finish within %u s (--timeout): killed it; the tree resumes as it was",
+                  o.command[0].c_str(), o.timeout_s));
     }
     throw;  // the tree resumes as `tree` goes out of scope
   }
@@ -566,20 +665,31 @@ int freeze_tree(const FreezeOptions& o) {
     pipe_w.reset();
     int st = tracer->serve_until_exit(child);
     status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    if (disarm_watchdog() && status != 0) {
+      LOG_ERROR("'%s' did not finish within %u s (--timeout): killed it; the tree resumes as it was",
+                o.command[0].c_str(), o.timeout_s);
+      tracer->undo_all();
+      tree.release(0);
+      return 1;
+    }
   }
   if (status != 0) {
     LOG_WARN("'%s' exited with status %d: the tree resumes as it was", o.command[0].c_str(), status);
+    tracer->undo_all();  // the stages' side effects, while the tree is still frozen
     tree.release(0);
     return status;
   }
   switch (o.commit) {
     case FreezeOptions::kKill:
-      tree.kill_and_wait();
+      tree.kill_and_wait();  // sockets in repair mode die without a word to their peers
+      if (tracer) tracer->drop_undo();
       break;
     case FreezeOptions::kLeaveRunning:
+      if (tracer) tracer->undo_all();
       tree.release(0);
       break;
     case FreezeOptions::kLeaveStopped:
+      if (tracer) tracer->undo_all();
       tree.release(SIGSTOP);
       break;
   }

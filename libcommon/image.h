@@ -60,6 +60,15 @@ constexpr uint32_t kImageVersion = 1;
 // parent: the image this one is a round on top of (empty: none).
 void stream_to_image(StreamReader& r, const std::string& dir, bool replace = false, const std::string& parent = "");
 constexpr char kParentFile[] = "parent";
+
+// ck-store put (store_tool.cc): stream_to_image of the stream on in_fd,
+// through the restorability check (restorable.h): a dump that ck-restore
+// would refuse fails (status 1, naming what) and stores nothing.
+void store_put(int in_fd, const std::string& dir, bool replace = false, const std::string& parent = "");
+// Fails as put would on dir (it holds an image and !replace, it is no
+// directory, it cannot be written or created), reading nothing: a
+// pipeline checks first, before it freezes anything.
+void check_image_dir(const std::string& dir, bool replace);
 constexpr int kMaxChain = 256;
 
 // Writes the stream stored in dir to out_fd, byte-identical to the one that

@@ -19,6 +19,7 @@
 
 #include "error.h"
 #include "fd.h"
+#include "kinds.h"
 #include "log.h"
 #include "restore_impl.h"
 
@@ -223,23 +224,26 @@ void TaskBuilder::map_vma(const pb::Vma& v) {
     LOG_DEBUG("pid %d: mapped %#lx-%#lx %s (file %u)", pid, (unsigned long)v.start(), (unsigned long)v.end(), v.path().c_str(), v.file());
     return;
   }
-  switch (v.kind()) {
-    case pb::VMA_ANON:
-    case pb::VMA_HEAP:
-    case pb::VMA_STACK: {
+  // One case per supported mapping kind of kinds.h: the restorability check
+  // (restorable.h) let nothing else through.
+  const KindId kid = kind_of(v);
+  switch (kid) {
+    case KindId::kVmaAnon:
+    case KindId::kVmaHeap:
+    case KindId::kVmaStack: {
       uint32_t flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | (gd ? MAP_GROWSDOWN : 0);
       rs->check("mmap", SYS_mmap, v.start(), len, prot, flags, static_cast<uint64_t>(-1), 0);
       break;
     }
-    case pb::VMA_SHARED_ANON: {
+    case KindId::kVmaSharedAnon: {
       ShmObject& o = shm_object(v);
       long fd = take_fd(o.fd);
       rs->check("mmap", SYS_mmap, v.start(), len, prot, MAP_SHARED | MAP_FIXED, fd, v.pgoff());
       rs->check("close", SYS_close, fd);
       break;
     }
-    case pb::VMA_FILE_PRIVATE:
-    case pb::VMA_FILE_SHARED: {
+    case KindId::kVmaFilePrivate:
+    case KindId::kVmaFileShared: {
       struct stat st;
       if (::stat(v.path().c_str(), &st) != 0)
         throw_errno(strf("unable to map '%s' at %#lx in pid %d", v.path().c_str(), (unsigned long)v.start(), pid));
@@ -257,8 +261,8 @@ void TaskBuilder::map_vma(const pb::Vma& v) {
       break;
     }
     default:
-      fail(strf("unable to restore mapping %#lx-%#lx '%s' of pid %d: kind %d not supported",
-                (unsigned long)v.start(), (unsigned long)v.end(), v.path().c_str(), pid, v.kind()));
+      fail(strf("internal: mapping %s of pid %d is of kind %s, which nothing rebuilds", describe(v).c_str(), pid,
+                kind(kid).name));
   }
   advise(v);
   LOG_DEBUG("pid %d: mapped %#lx-%#lx %s", pid, (unsigned long)v.start(), (unsigned long)v.end(), v.path().c_str());

@@ -48,6 +48,7 @@
 #include "ptrace.h"
 #include "stream.h"
 #include "page_source.h"
+#include "restorable.h"
 #include "restore_impl.h"
 #include "tty.h"
 
@@ -325,25 +326,19 @@ void check_zombie(Restorer& R, pid_t pid) {
     LOG_WARN("zombie pid %d: in process group %llu, not %d", pid, static_cast<unsigned long long>(st.u(5)), pgid);
 }
 
+// The shape of the tree (a root, parents in the image, thread state for
+// every live process) was checked by the restorability check.
 void create_tasks(Restorer& R) {
   for (auto& [pid, t] : R.tasks) {
-    if (t.proc.zombie()) {
-      if (pid == R.root) bad_input(strf("the root pid %d is a zombie in the image", pid));
-      if (!t.threads.empty() || t.mm_seen) bad_input(strf("zombie pid %d has threads or memory in the image", pid));
-      if (!R.pidns && !pid_free(pid)) fail(strf("pid %d is in use: unable to restore zombie pid %d", pid, pid));
-    } else if (t.threads.empty()) {
-      bad_input(strf("image has no thread state for pid %d", pid));
-    }
+    if (t.proc.zombie() && !R.pidns && !pid_free(pid))
+      fail(strf("pid %d is in use: unable to restore zombie pid %d", pid, pid));
     for (auto& th : t.threads)
       if (!R.pidns && !pid_free(static_cast<pid_t>(th.tid())))
         fail(strf("pid %u is in use: unable to restore %s of pid %d", th.tid(),
                   th.tid() == static_cast<uint32_t>(pid) ? "process" : "thread", pid));
-    auto pp = static_cast<pid_t>(t.proc.ppid());
-    if (pid != R.root) {
-      if (!R.tasks.count(pp)) bad_input(strf("pid %d: its parent %d is not in the image", pid, pp));
-      R.tasks[pp].children.push_back(pid);
-    }
+    if (pid != R.root) R.tasks[static_cast<pid_t>(t.proc.ppid())].children.push_back(pid);
   }
+  R.files.use_sockets(&R.sock);
   R.files.open_all(R.descs, R.fds, 100);
   int rp[2];
   if (pipe2(rp, O_CLOEXEC) != 0) throw_errno("unable to create a pipe");
@@ -444,6 +439,14 @@ void create_tasks(Restorer& R) {
       R.seized.insert(tid);
       if (!wait_interrupt_stop(tid)) fail(strf("thread %d of pid %d died during restore", tid, pid));
     }
+  // Every task exists: socket queues (credentials name live pids), owners.
+  with_context("restoring sockets", [&] {
+    R.sock.fill([&](pid_t p) -> pid_t {
+      if (!R.pidns) return p;
+      auto it = R.outer_of.find(p);
+      return it == R.outer_of.end() ? 0 : it->second;
+    });
+  });
   LOG_INFO("created %zu processes", R.tasks.size());
 }
 
@@ -504,14 +507,38 @@ static int wait_shell_job(pid_t child, pid_t job, ShellTerminal& term) {
   }
 }
 
+// --inherit-fd NAME=FD: FD, an fd of ck-restore, replaces the external
+// resource NAME of the image.
+static void inherit_fds(const RestoreOptions& o, RestoreEnv* env, FileRestorer* files) {
+  for (const auto& spec : o.inherit_fds) {
+    size_t eq = spec.rfind('=');
+    char* end = nullptr;
+    long fd = eq == std::string::npos ? -1 : std::strtol(spec.c_str() + eq + 1, &end, 10);
+    if (eq == std::string::npos || eq == 0 || end == spec.c_str() + eq + 1 || *end || fd < 0 || fd > INT32_MAX)
+      usage_error("--inherit-fd '" + spec + "' is not NAME=FD (e.g. 'pipe:[1234]=0')");
+    if (::fcntl(static_cast<int>(fd), F_GETFD) < 0)
+      usage_error(strf("--inherit-fd '%s': fd %ld of ck-restore is not open", spec.c_str(), fd));
+    if (fd == 0 && o.dir.empty()) usage_error("--inherit-fd '" + spec + "': fd 0 carries the stream (use -D DIR)");
+    const std::string name = spec.substr(0, eq);
+    if (!env->inherited.insert(name).second) usage_error("--inherit-fd: '" + name + "' given twice");
+    files->inherit(name, static_cast<int>(fd));
+  }
+}
+
 int restore_tree(const RestoreOptions& o) {
   std::unique_ptr<Source> src;
   if (o.dir.empty())
     src = std::make_unique<StreamSource>(0);
   else
     src = std::make_unique<ImageSource>(o.dir);
+  if (!o.netns.empty()) {  // the tree, its sockets and the locks to lift live there
+    ScopedFd ns(::open(o.netns.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns.valid()) throw_errno("unable to open '" + o.netns + "'");
+    if (::setns(ns.get(), CLONE_NEWNET) < 0) throw_errno("unable to enter the network namespace '" + o.netns + "'");
+  }
   ShellTerminal term;  // declared before R: a failed restore kills the tree, then takes the terminal back
   Restorer R;
+  R.sock.set_unlock_on_failure(o.unlock_on_failure);
   R.pidns = o.pidns;
   R.use_proxy = o.detach && !o.pidns;
   if (o.shell_job) {
@@ -521,6 +548,16 @@ int restore_tree(const RestoreOptions& o) {
     if (!term.open()) fail("--shell-job: ck-restore has no terminal (none of fds 0, 1, 2 is one, and no /dev/tty)");
     R.files.use_terminal(term.path());
   }
+  RestoreEnv env;
+  env.shell_job = o.shell_job;
+  inherit_fds(o, &env, &R.files);
+  if (o.cgroup_v1 != "warn" && o.cgroup_v1 != "refuse") usage_error("--cgroup-v1 is warn or refuse");
+  env.cgroup_v1_refuse = o.cgroup_v1 == "refuse";
+  std::string own_cg;
+  if (try_read_file("/proc/self/cgroup", &own_cg)) env.own_cgroup_v1 = cgroup_v1_lines(own_cg);
+  // Every frame goes through ck-restore's own acceptance before it is used
+  // (restorable.h): what it refuses, nothing below sees.
+  RestoreCheck check = RestoreCheck::for_restore(env);
   fill_creds(getpid(), &R.own_creds);
   R.own_creds.set_securebits(static_cast<uint32_t>(prctl(PR_GET_SECUREBITS)));
   R.last_cap = std::atoi(read_file("/proc/sys/kernel/cap_last_cap").c_str());
@@ -530,11 +567,13 @@ int restore_tree(const RestoreOptions& o) {
   std::vector<char> buf(4 << 20);
   std::vector<std::unique_ptr<TaskBuilder>> done;
   while (src->next(&f)) {
+    check.frame(f);
     switch (f.body_case()) {
       case pb::Frame::kHeader:
         R.root = static_cast<pid_t>(f.header().root_pid());
         break;
       case pb::Frame::kProcess: {
+        R.check_caller_may_restore(f.process());
         pid_t p = static_cast<pid_t>(f.process().pid());
         R.tasks[p].proc = f.process();
         if (!R.root) R.root = p;
@@ -553,13 +592,11 @@ int restore_tree(const RestoreOptions& o) {
         break;
       case pb::Frame::kMm: {
         if (!created) {
-          if (!R.tasks.count(R.root)) bad_input(strf("image has no process record for the root pid %d", R.root));
           create_tasks(R);
           created = true;
         }
         pid_t p = static_cast<pid_t>(f.mm().pid() ? f.mm().pid() : f.pid());
-        if (!R.tasks.count(p)) bad_input(strf("memory layout for pid %d, which the image has no process for", p));
-        Task& t = R.tasks[p];
+        Task& t = R.tasks.at(p);
         t.vmas.assign(f.mm().vmas().begin(), f.mm().vmas().end());
         t.mm_seen = true;
         if (mm) done.push_back(std::move(mm));
@@ -585,15 +622,17 @@ int restore_tree(const RestoreOptions& o) {
           }
           break;
         }
+        // Where a run goes was checked: inside its object, or inside the
+        // layout it follows.
         if (run.shmid()) {
           auto it = R.shm.find(run.shmid());
           if (it == R.shm.end() || run.addr() + len > it->second.size)
-            bad_input(strf("page run for shared object %#lx outside it", (unsigned long)run.shmid()));
+            fail(strf("internal: page run for shared object %#lx outside it", (unsigned long)run.shmid()));
           if (run.has_payload()) src->read_payload(it->second.base + run.addr(), len);
           break;
         }
         if (!mm || static_cast<pid_t>(run.pid()) != mm->pid)
-          bad_input(strf("page run for pid %u outside its memory layout", run.pid()));
+          fail(strf("internal: page run for pid %u outside its memory layout", run.pid()));
         const pb::Vma* v = mm->vma_at(run.addr());
         for (uint64_t a = run.addr(); v && a < run.addr() + len;) {  // a run may span adjacent VMAs
           const pb::Vma* w = mm->vma_at(a);
@@ -601,8 +640,8 @@ int restore_tree(const RestoreOptions& o) {
           else a = w->end();
         }
         if (!v)
-          bad_input(strf("page run %#lx+%u pages of pid %u is outside every mapping", (unsigned long)run.addr(),
-                         run.npages(), run.pid()));
+          fail(strf("internal: page run %#lx+%u pages of pid %u is outside every mapping", (unsigned long)run.addr(),
+                    run.npages(), run.pid()));
         if (!run.has_payload()) {
           if (v->kind() == pb::VMA_FILE_PRIVATE) {  // zeroed COW pages of a file mapping
             std::fill(buf.begin(), buf.end(), 0);
@@ -627,16 +666,20 @@ int restore_tree(const RestoreOptions& o) {
         R.cgroups.push_back(f.cgroup());
         break;
       case pb::Frame::kSocket:
-        R.socket_descs.insert(f.socket().desc());
+        // ck-sockdump writes its frames before the first memory layout:
+        // sockets are made with the other files, before the tasks.
+        if (created) bad_input("socket state after the memory layout (the stream was reordered?)");
+        R.sock.add(f.socket());
+        break;
+      case pb::Frame::kNetlock:
+        R.sock.add_lock(f.netlock());
         break;
       default:
         break;  // frames of later stages this restorer does not use
     }
   }
-  if (!created) bad_input("image has no memory layout (was ck-memread in the pipeline?)");
+  check.end();  // a layout for every process, the state every socket needs
   if (mm) done.push_back(std::move(mm));
-  for (auto& [pid, t] : R.tasks)
-    if (!t.mm_seen && !t.proc.zombie()) bad_input(strf("image has no memory layout for pid %d", pid));
   for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish_memory(); });
   for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish_task(); });
   R.files.release_inodes();  // mapped, entered: the tasks hold them now
@@ -667,6 +710,7 @@ int restore_tree(const RestoreOptions& o) {
   }
   for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish_registers(); });
   const pid_t job = o.shell_job ? shell_job_foreground(R, term) : 0;
+  with_context("restoring sockets", [&] { R.sock.finish(); });  // repair off, locks lifted: the tree runs next
   for (pid_t tid : R.seized) detach_thread(tid);
   if (R.cg) R.cg->finish();  // freezes what was frozen, with its tasks in it
   if (R.go_w >= 0 && (::write(R.go_w, "g", 1) != 1 || ::close(R.go_w) != 0))

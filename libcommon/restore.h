@@ -1,6 +1,7 @@
 // ck-restore: recreate a dumped process tree and resume it.
 #pragma once
 #include <string>
+#include <vector>
 
 namespace ck {
 
@@ -13,6 +14,10 @@ struct RestoreOptions {
   std::string cgroup_root = "/";     // restore the image's cgroups under this one
   std::string cgroup_mode = "strict";  // strict | overwrite | ignore (see ck-cgdump(1))
   bool cgroup_skip_missing = false;  // a setting the kernel lacks: warn, not fail
+  std::string netns;      // --netns PATH: restore into this network namespace
+  bool unlock_on_failure = false;  // a failed restore lifts the network lock (default: kept for a retry)
+  std::string cgroup_v1 = "warn";    // a v1 membership that differs from ck-restore's own: warn | refuse
+  std::vector<std::string> inherit_fds;  // "NAME=FD": FD replaces the image's external resource NAME
 };
 
 // Returns ck-restore's exit status: the root task's, or 0 with detach.

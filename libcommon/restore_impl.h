@@ -21,6 +21,7 @@
 #include "fd.h"
 #include "files.h"
 #include "ptrace.h"
+#include "sock_restore.h"
 
 namespace ck {
 
@@ -46,7 +47,7 @@ struct Restorer {
   pid_t root = 0;
   std::vector<pb::FileDesc> descs;
   std::vector<pb::Fd> fds;
-  std::set<uint32_t> socket_descs;  // descs with socket state
+  SockRestorer sock;  // declared before files: its sockets outlive the file restorer's fds
   FileRestorer files;
   std::map<uint64_t, ShmObject> shm;
   std::vector<pb::Cgroup> cgroups;
@@ -81,6 +82,10 @@ struct Restorer {
     if (it == outer_of.end()) fail(strf("internal: no outer pid known for pid %d", inner));
     return it->second;
   }
+
+  // Refuses, before anything is created, a task this caller could not give
+  // its credentials or its pid (task_restore.cc).
+  void check_caller_may_restore(const pb::Process& p) const;
 
   ~Restorer();  // unless committed: kills what it created, rolls cgroups back
 };

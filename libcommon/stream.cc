@@ -115,7 +115,7 @@ bool StreamReader::next(pb::Frame* f) {
   if (!started_) {
     header();
     *f = pb::Frame();
-    f->mutable_header()->CopyFrom(header_);
+    f->mutable_header()->CopyFrom(header_);  // (the inspector saw it as header() read it)
     return true;
   }
   if (done_) return false;
@@ -141,6 +141,7 @@ bool StreamReader::next(pb::Frame* f) {
     char extra;
     if (fill(&extra, 1) != 0) corrupt("data after the trailer");
     done_ = true;
+    if (inspector_) inspector_->end();
     return false;
   }
   sum_.update(lenb, 4);
@@ -164,6 +165,7 @@ bool StreamReader::next(pb::Frame* f) {
       corrupt("page run of " + describe_run(p) + " has a digest but no payload");
     }
   }
+  if (inspector_) inspector_->frame(*f);
   return true;
 }
 

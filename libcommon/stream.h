@@ -2,7 +2,12 @@
 // payloads after PageRun frames, a trailer with counts and a checksum.
 // See man/ck-stream.5.
 //
-// Format 1.1 (what every writer writes): each payload carries its own ck64
+// Format 1.3 (what every writer writes) is 1.2 with the contents of
+// deleted files and memfds as page runs (PageRun.file), their inodes'
+// owner, times and seals, locks, stop signals and removed cwd/root
+// directories; 1.2 is 1.1 with records that change what ck-restore does
+// (FileDesc.external, the socket_* description, Process.cgroup_v1); 1.1
+// and later: each payload carries its own ck64
 // digest in its PageRun frame, and the trailer checksum covers everything
 // but the payloads.  1.0 streams (no digests, payloads in the trailer sum)
 // are still read and verified.
@@ -25,7 +30,7 @@ namespace ck {
 
 constexpr char kMagic[8] = {'\x89', 'C', 'K', 'S', 'T', 'R', 'M', '\n'};
 constexpr uint32_t kMajor = 1;
-constexpr uint32_t kMinor = 2;
+constexpr uint32_t kMinor = 3;
 constexpr uint32_t kMaxFrame = 16u << 20;
 constexpr uint32_t kPageSize = 4096;
 extern const char* const kVersion;  // "0.1"
@@ -84,6 +89,16 @@ class ReadBuffer {
   size_t pos_ = 0, end_ = 0;
 };
 
+// Sees every frame a reader returns, then the end of the stream once its
+// trailer has been verified; either call may throw to stop the reader (the
+// restorability check, restorable.h, is one).
+class FrameInspector {
+ public:
+  virtual ~FrameInspector() = default;
+  virtual void frame(const pb::Frame& f) = 0;
+  virtual void end() = 0;
+};
+
 class StreamReader {
  public:
   // `what` names the input in messages ("stdin", "/tmp/img").
@@ -106,6 +121,9 @@ class StreamReader {
   void read_payload(void* dst, size_t len);
   void skip_payload();
   const pb::Trailer& trailer() const { return trailer_; }
+  // Every frame next() returns goes through i first, and next() calls
+  // i->end() before it returns false.  nullptr: none.
+  void set_inspector(FrameInspector* i) { inspector_ = i; }
 
  private:
   size_t fill(void* dst, size_t len);  // from buffer then fd; exact or throws
@@ -125,6 +143,7 @@ class StreamReader {
   pb::Header header_;
   pb::Trailer trailer_;
   Ck64 sum_;
+  FrameInspector* inspector_ = nullptr;
   // The payload being read: its run and, when it has a digest, its sum so far.
   pb::PageRun run_;
   bool check_run_ = false;

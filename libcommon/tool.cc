@@ -8,10 +8,14 @@
 
 #include "error.h"
 #include "log.h"
+#include "stream.h"
 
 namespace ck {
 
 void add_common_options(CLI::App& app, CommonOptions& o) {
+  // Subcommands made after this take the common flags too
+  // ("ck-store put -v"): they inherit fallthrough from their parent.
+  app.fallthrough();
   app.add_flag("-v,--verbose", o.verbose, "more messages (repeat for more); CK_LOG sets levels per module");
   app.add_flag("-q,--quiet", o.quiet, "errors only");
   app.add_option("--log-file", o.log_file, "write messages to this file instead of stderr");
@@ -27,6 +31,7 @@ int run_tool(const char* tool, CLI::App& app, CommonOptions& o, int argc, char**
   log::set_tool(tool);
   log::install_crash_handlers();  // a crash still writes every message logged before it
   ::signal(SIGPIPE, SIG_IGN);
+  app.set_version_flag("--version", std::string(tool) + " " + kVersion);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

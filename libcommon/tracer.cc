@@ -11,27 +11,29 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "ck.pb.h"
 #include "error.h"
 #include "log.h"
 #include "parasite.h"
 #include "ptrace.h"
+#include "sock.h"
 
 CK_LOG_MODULE("tracer");
 
 namespace ck {
 namespace {
 
-enum Op : uint32_t { kOpen = 1, kRun = 2, kClose = 3 };
+enum Op : uint32_t { kOpen = 1, kRun = 2, kClose = 3, kUndoAdd = 4, kUndoSet = 5, kUndoDrop = 6 };
 
-void send_msg(int sock, const void* msg, size_t len, const std::vector<int>& fds = {}) {
-  struct iovec iov = {const_cast<void*>(msg), len};
+void send_msg(int sock, const void* msg, size_t len, const std::vector<int>& fds = {}, const std::string& extra = {}) {
+  struct iovec iov[2] = {{const_cast<void*>(msg), len}, {const_cast<char*>(extra.data()), extra.size()}};
   struct msghdr mh;
   std::memset(&mh, 0, sizeof mh);
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  alignas(struct cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * 4)];
+  mh.msg_iov = iov;
+  mh.msg_iovlen = extra.empty() ? 1 : 2;
+  alignas(struct cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * kMaxUndoFds)];
   if (!fds.empty()) {
-    if (fds.size() > 4) fail("internal: too many fds for one message");
+    if (fds.size() > kMaxUndoFds) fail("internal: too many fds for one message");
     std::memset(ctl, 0, sizeof ctl);
     mh.msg_control = ctl;
     mh.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
@@ -47,13 +49,14 @@ void send_msg(int sock, const void* msg, size_t len, const std::vector<int>& fds
 
 // Returns the bytes received (0: the other end is gone); *fds gets the
 // descriptors passed along, if any (closed when fds is null).
-size_t recv_msg(int sock, void* msg, size_t len, std::vector<ScopedFd>* fds) {
-  struct iovec iov = {msg, len};
+size_t recv_msg(int sock, void* msg, size_t len, std::vector<ScopedFd>* fds, std::string* extra = nullptr) {
+  if (extra) extra->resize(kMaxTracerPayload);
+  struct iovec iov[2] = {{msg, len}, {extra ? extra->data() : nullptr, extra ? extra->size() : 0}};
   struct msghdr mh;
   std::memset(&mh, 0, sizeof mh);
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  alignas(struct cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * 4)];
+  mh.msg_iov = iov;
+  mh.msg_iovlen = extra ? 2 : 1;
+  alignas(struct cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * kMaxUndoFds)];
   mh.msg_control = ctl;
   mh.msg_controllen = sizeof ctl;
   ssize_t n;
@@ -71,10 +74,16 @@ size_t recv_msg(int sock, void* msg, size_t len, std::vector<ScopedFd>* fds) {
         ::close(got);
     }
   }
+  if (extra) extra->resize(static_cast<size_t>(n) > len ? static_cast<size_t>(n) - len : 0);
   return static_cast<size_t>(n);
 }
 
 }  // namespace
+
+struct TracerService::UndoEntry {
+  pb::Undo rec;
+  ScopedFd fd, fd2;
+};
 
 struct TracerService::Conn {
   ScopedFd sock;
@@ -88,7 +97,76 @@ TracerService::TracerService(std::map<pid_t, pid_t> procs) : procs_(std::move(pr
   theirs_.reset(sv[1]);
 }
 
-TracerService::~TracerService() { shutdown(); }
+TracerService::~TracerService() {
+  // Never leave a side effect behind: a tree released without a word from
+  // freeze_tree (an exception on the way) gets it undone too.
+  undo_all();
+  shutdown();
+}
+
+void TracerService::undo_all() {
+  if (!undo_.empty()) LOG_INFO("undoing %zu side effects of the stages", undo_.size());
+  for (size_t i = undo_.size(); i-- > 0;) {
+    UndoEntry& e = *undo_[i];
+    try {
+      run_undo(e.rec, e.fd.get(), e.fd2.get());
+    } catch (const std::exception& ex) {
+      LOG_ERROR("unable to undo a side effect (%s): %s", undo_name(e.rec).c_str(), ex.what());
+    }
+  }
+  undo_.clear();
+}
+
+void TracerService::drop_undo() {
+  if (!undo_.empty()) LOG_DEBUG("dropping %zu undo records: the dump is committed", undo_.size());
+  undo_.clear();
+}
+
+TracerMsg TracerService::handle_undo(const TracerMsg& req, const std::string& payload, std::vector<ScopedFd>& fds) {
+  TracerMsg rep;
+  rep.op = req.op;
+  pb::UndoBatch b;
+  if (!b.ParseFromString(payload)) fail("unreadable undo records");
+  auto find = [&](uint64_t id) -> size_t {
+    for (size_t i = 0; i < undo_.size(); ++i)
+      if (undo_[i]->rec.id() == id) return i;
+    fail(strf("no undo record %llu", static_cast<unsigned long long>(id)));
+  };
+  switch (req.op) {
+    case kUndoAdd: {
+      auto idx = [&](int32_t i) -> ScopedFd {
+        if (i < 0) return ScopedFd();
+        if (static_cast<size_t>(i) >= fds.size() || !fds[i].valid()) fail(strf("undo record names fd %d, not passed", i));
+        int d = ::fcntl(fds[i].get(), F_DUPFD_CLOEXEC, 3);
+        if (d < 0) throw_errno("unable to keep an fd of an undo record");
+        return ScopedFd(d);
+      };
+      rep.result = static_cast<int64_t>(next_undo_);
+      for (const auto& u : b.undo()) {
+        auto e = std::make_unique<UndoEntry>();
+        e->rec = u;
+        e->rec.set_id(next_undo_++);
+        e->fd = idx(u.fd());
+        e->fd2 = idx(u.fd2());
+        undo_.push_back(std::move(e));
+      }
+      LOG_DEBUG("%d undo records registered (%zu in all)", b.undo_size(), undo_.size());
+      break;
+    }
+    case kUndoSet:
+      for (const auto& u : b.undo()) {
+        UndoEntry& e = *undo_[find(u.id())];
+        int32_t f1 = e.rec.fd(), f2 = e.rec.fd2();
+        e.rec = u;
+        e.rec.set_fd(f1), e.rec.set_fd2(f2);
+      }
+      break;
+    case kUndoDrop:
+      for (const auto& u : b.undo()) undo_.erase(undo_.begin() + static_cast<long>(find(u.id())));
+      break;
+  }
+  return rep;
+}
 
 void TracerService::shutdown() {
   for (auto& c : conns_) c->parasites.clear();
@@ -157,11 +235,21 @@ TracerMsg TracerService::handle(Conn& c, const TracerMsg& req, std::vector<int>*
 
 bool TracerService::serve(Conn& c) {
   TracerMsg req;
-  size_t n = recv_msg(c.sock.get(), &req, sizeof req, nullptr);
+  std::string payload;
+  std::vector<ScopedFd> got;
+  size_t n = recv_msg(c.sock.get(), &req, sizeof req, &got, &payload);
   if (n == 0) return false;
   TracerMsg rep;
   std::vector<int> pass;
-  if (n != sizeof req) {
+  if (n >= sizeof req && (req.op == kUndoAdd || req.op == kUndoSet || req.op == kUndoDrop)) {
+    try {
+      rep = handle_undo(req, payload, got);
+    } catch (const std::exception& e) {
+      rep = TracerMsg();
+      rep.op = req.op, rep.result = -1;
+      std::snprintf(rep.error, sizeof rep.error, "%s", e.what());
+    }
+  } else if (n != sizeof req) {
     rep.result = -1;
     std::snprintf(rep.error, sizeof rep.error, "tracer request of %zu bytes, not %zu", n, sizeof req);
   } else {
@@ -194,7 +282,17 @@ int TracerService::serve_until_exit(pid_t child) {
       if (errno == EINTR) continue;
       throw_errno("unable to poll");
     }
-    if (fds[0].revents) break;
+    if (fds[0].revents) {
+      // The command is gone; what its stages said before is still queued
+      // (a registration is acknowledged, so nothing unacknowledged was
+      // acted on, but read it all: the last word may be an UNDO_SET).
+      for (auto& c : conns_) {
+        struct pollfd one = {c->sock.get(), POLLIN, 0};
+        while (::poll(&one, 1, 0) > 0 && (one.revents & POLLIN) && serve(*c)) {
+        }
+      }
+      break;
+    }
     // Connections first (their indexes move once one is added or removed).
     for (size_t i = conns_.size(); i-- > 0;) {
       short ev = fds[2 + i].revents;
@@ -273,6 +371,31 @@ void TracerClient::start_run(pid_t pid) {
 }
 
 long TracerClient::finish_run() { return static_cast<long>(reply(nullptr).result); }
+
+uint64_t TracerClient::undo_add(const pb::UndoBatch& b, const std::vector<int>& fds) {
+  TracerMsg req;
+  req.op = kUndoAdd;
+  std::string payload = b.SerializeAsString();
+  if (payload.size() > kMaxTracerPayload) fail("internal: undo records too large for one message");
+  send_msg(conn_.get(), &req, sizeof req, fds, payload);
+  return static_cast<uint64_t>(reply(nullptr).result);
+}
+
+void TracerClient::undo_set(const pb::UndoBatch& b) {
+  TracerMsg req;
+  req.op = kUndoSet;
+  send_msg(conn_.get(), &req, sizeof req, {}, b.SerializeAsString());
+  reply(nullptr);
+}
+
+void TracerClient::undo_drop(const std::vector<uint64_t>& ids) {
+  TracerMsg req;
+  req.op = kUndoDrop;
+  pb::UndoBatch b;
+  for (uint64_t id : ids) b.add_undo()->set_id(id);
+  send_msg(conn_.get(), &req, sizeof req, {}, b.SerializeAsString());
+  reply(nullptr);
+}
 
 void TracerClient::close(pid_t pid) {
   TracerMsg req;

@@ -14,6 +14,20 @@
 //   CLOSE pid  take it out again
 // Whatever a connection left open is taken out when it closes, and all of
 // it before ck-freeze commits or rolls back.  See parasite.h.
+//
+// The rollback registry.  A stage that changes something the tree shares
+// (a socket in repair mode, an nftables lock, a corked datagram taken out)
+// registers the change first, with the fds it needs to undo it:
+//   UNDO_ADD   a pb::UndoBatch after the header, its fds (at most
+//              kMaxUndoFds) passed along; the reply's result is the id of
+//              the first record (the others follow in order)
+//   UNDO_SET   replaces the fields of records by id (their fds stay): an
+//              uncorked datagram's bytes once they are known
+//   UNDO_DROP  forgets records by id: the stage has undone them itself
+// ck-freeze undoes every record left, newest first, when it rolls back and
+// after --leave-running / --leave-stopped, whether or not the stage is
+// still alive; after a kill it drops them (the network lock stays: the
+// image names it, and ck-restore or `ck-sockdump --unlock` lifts it).
 #pragma once
 #include <sys/types.h>
 
@@ -29,7 +43,13 @@
 namespace ck {
 
 class Parasite;
+namespace pb {
+class Undo;
+class UndoBatch;
+}
 constexpr char kTracerEnv[] = "CK_TRACER_FD";
+constexpr size_t kMaxUndoFds = 250;           // below SCM_MAX_FD (253)
+constexpr size_t kMaxTracerPayload = 160 << 10;
 
 struct TracerMsg {
   uint32_t op = 0;
@@ -56,16 +76,26 @@ class TracerService {
   int serve_until_exit(pid_t child);
   void shutdown();  // takes every parasite out
 
+  // The registry: undo_all() runs every record left, newest first (a record
+  // that fails is logged and the rest still run); drop_undo() forgets them.
+  void undo_all();
+  void drop_undo();
+  size_t undo_count() const { return undo_.size(); }
+
  private:
   struct Conn;
+  struct UndoEntry;
   void accept();
   bool serve(Conn& c);  // false: the connection is gone
   TracerMsg handle(Conn& c, const TracerMsg& req, std::vector<int>* pass);
+  TracerMsg handle_undo(const TracerMsg& req, const std::string& payload, std::vector<ScopedFd>& fds);
 
   std::map<pid_t, pid_t> procs_;
   ScopedFd ours_, theirs_;
   std::vector<std::unique_ptr<Conn>> conns_;
   std::set<pid_t> busy_;  // processes with a parasite in them
+  std::vector<std::unique_ptr<UndoEntry>> undo_;
+  uint64_t next_undo_ = 1;
 };
 
 // A stage's side.
@@ -90,6 +120,12 @@ class TracerClient {
   int fd() const { return conn_.get(); }
   long finish_run();
   void close(pid_t pid);
+
+  // The registry (see above).  undo_add returns the id of the first record;
+  // fds are the descriptors the records' fd/fd2 indexes name.
+  uint64_t undo_add(const pb::UndoBatch& b, const std::vector<int>& fds);
+  void undo_set(const pb::UndoBatch& b);
+  void undo_drop(const std::vector<uint64_t>& ids);
 
  private:
   TracerMsg call(const TracerMsg& req, std::vector<ScopedFd>* fds_out);

@@ -18,12 +18,31 @@ def load(path):
     doc = json.load(open(path))
     out = {}
     root = int(doc["frames"][0]["frame"]["header"].get("root_pid", 0))
+    # Restored sockets have new inodes: number them in frame order instead.
+    sock_no = {}
+    for item in doc["frames"]:
+        u = item["frame"].get("socket", {}).get("unix_sk")
+        if u and "ino" in u:
+            sock_no.setdefault(u["ino"], f"#{len(sock_no)}")
+    def renumber(u):
+        for k in ("ino", "peer_ino"):
+            if k in u:
+                u[k] = sock_no.get(u[k], "outside")
+        if "icons" in u:
+            u["icons"] = [sock_no.get(i, "outside") for i in u["icons"]]
+        u.pop("external_id", None)
     for item in doc["frames"]:
         f = item["frame"]
         kind = next(k for k in f if k != "pid")
         body = dict(f[kind])
         if kind == "pages":
             body = {k: body.get(k) for k in ("pid", "addr", "npages", "shmid", "file")}
+        if kind == "socket":
+            body.pop("netns", None)
+            if "unix_sk" in body:
+                renumber(body["unix_sk"])
+        if kind == "file" and str(body.get("path", "")).startswith("socket:["):
+            body["path"] = "socket:[]"
         for k in VOLATILE.get(kind, ()):
             if kind != "process":
                 body.pop(k, None)

@@ -144,10 +144,10 @@ EOF
 @test "pipeline: ck-freeze | ck-cgdump | ck-store, the tree's cgroups restored from the image" {
   build_tree
   cg_state "$CG/thr" > "$T/before"
-  ck-freeze -t "$WPID" --leave-running -- sh -c "ck-cgdump | ck-store put -D '$T/img'"
+  ck-freeze -t "$WPID" --leave-running -- sh -c "ck-memread | ck-cgdump | ck-store put -D '$T/img'"
   ck-store get -D "$T/img" > "$T/s.ck"
   run ck-crit decode < "$T/s.ck"
-  assert_output --partial '"writers":["ck-freeze 0.1","ck-cgdump 0.1"]'
+  assert_output --partial '"writers":["ck-freeze 0.1","ck-memread 0.1","ck-cgdump 0.1"]'
   assert_output --partial "\"path\":\"/$NAME\",\"settings\""
   refute_output --partial "\"path\":\"/$NAME/dom\""
   # the workload's cgroups only, the ancestors marked

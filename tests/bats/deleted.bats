@@ -33,7 +33,7 @@ load helpers
   cp "$WL/counter" "$T/counter-copy"
   lib=$(ldd "$WL/counter" | awk '/libc.so/ {print $3}')
   cp "$lib" "$T/libc.so.6"
-  LD_LIBRARY_PATH="$T" setsid "$T/counter-copy" 8 > "$T/counter.out" 2>&1 < /dev/null &
+  only_std env LD_LIBRARY_PATH="$T" setsid "$T/counter-copy" 8 > "$T/counter.out" 2>&1 < /dev/null &
   WPID=$!; PIDS+=("$WPID")
   wait_line "$T/counter.out" '^READY' 20
   rm "$T/counter-copy" "$T/libc.so.6"
@@ -58,7 +58,7 @@ load helpers
   # ck-memread under ck-freeze links every deleted mapping to the contents
   # ck-freeze records; a stream from elsewhere that names none is refused
   cp "$WL/counter" "$T/counter-copy"
-  setsid "$T/counter-copy" 1 > "$T/counter.out" 2>&1 < /dev/null &
+  only_std setsid "$T/counter-copy" 1 > "$T/counter.out" 2>&1 < /dev/null &
   WPID=$!; PIDS+=("$WPID")
   wait_line "$T/counter.out" '^READY' 20
   rm "$T/counter-copy"

@@ -72,6 +72,35 @@ counter_of() { info counter "$1"; }
   check_wl counter "$WPID"
 }
 
+@test "a stage stopped midway (SIGSTOP): --timeout kills the command and the tree runs on as before" {
+  start_wl counter 256
+  proc_state "$WPID" > "$T/before"
+  # ck-memread blocks on a full pipe with its page parasite in the target;
+  # the reader stops itself for good, and so would the tree without a limit
+  run ck-freeze -t "$WPID" --timeout 2 -- sh -c 'ck-memread | { head -c 65536 > /dev/null; kill -STOP "$(sh -c "echo \$PPID")"; cat > /dev/null; }'
+  assert_failure 1
+  assert_output --partial "'sh' did not finish within 2 s (--timeout): killed it; the tree resumes as it was"
+  proc_state "$WPID" > "$T/after"
+  run diff -u "$T/before" "$T/after"
+  assert_success
+  ! any_stopped "$WPID"
+  # a command that stops before it reads anything
+  run ck-freeze -t "$WPID" --timeout 1 -- sh -c 'kill -STOP $$'
+  assert_failure 1
+  assert_output --partial "did not finish within 1 s"
+  ! any_stopped "$WPID"
+  check_wl counter "$WPID"
+}
+
+@test "--timeout: a command that finishes in time is not touched; the default is stated" {
+  start_wl counter 16
+  run ck-freeze -t "$WPID" --leave-running --timeout 30 -- sh -c 'cat > /dev/null'
+  assert_success
+  run ck-freeze --help
+  assert_output --regexp "--timeout.*600"
+  ! any_stopped "$WPID"
+}
+
 @test "ck-freeze refuses a pid that does not exist, by name" {
   run ck-freeze -t 999999 -- cat
   assert_failure 1
@@ -100,4 +129,64 @@ s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)'
   assert_output --partial "$WPID"
   ! any_stopped "$WPID"
   check_wl counter "$WPID"
+}
+
+@test "a dump that kills the tree without a COMMAND is a usage error; the tree runs on" {
+  start_wl counter 1
+  run ck-freeze -t "$WPID"
+  assert_failure 2
+  assert_output --partial "a dump that kills the tree needs a COMMAND that stores or restores the stream"
+  ! any_stopped "$WPID"
+  check_wl counter "$WPID"
+}
+
+@test "a task under another tracer is refused, naming the tracer's pid and comm" {
+  start_wl holder task.traced "$T"
+  local tracer
+  tracer=$(info outside "$T/holder.out")
+  PIDS+=("$tracer")
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_failure 1
+  assert_output --partial "ck-freeze: unable to dump pid $WPID: thread $WPID is traced by pid $tracer (holder), and a task has one tracer only (task.traced)"
+  check_wl holder "$WPID"
+}
+
+@test "a process whose main thread called pthread_exit is refused as that, not as a zombie" {
+  start_wl holder task.leader-exited "$T"
+  for ((i = 0; i < 100; i++)); do [ "$(awk '{print $3}' /proc/"$WPID"/stat)" = Z ] && break; sleep 0.02; done
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_failure 1
+  assert_output --partial "ck-freeze: unable to dump pid $WPID: its main thread has exited (pthread_exit) while other threads run: not supported (task.leader-exited)"
+  refute_output --partial "zombie"
+  check_wl holder "$WPID"
+}
+
+@test "a dump into a directory that holds an image fails before anything is frozen; --force replaces it" {
+  start_wl counter 8
+  run ck-dump -t "$WPID" -D "$T/img" --leave-running
+  assert_success
+  local before
+  before=$(cat "$T/img/manifest")
+  run ck-dump -v -t "$WPID" -D "$T/img"
+  assert_failure 1
+  assert_output "ck-store: '$T/img' already holds an image (--force replaces it)"
+  [ "$(cat "$T/img/manifest")" = "$before" ]
+  ! any_stopped "$WPID"
+  run ck-dump -v -t "$WPID" -D "$T/img" --force  # (-v goes to every stage: ck-store put takes it too)
+  assert_success
+  [ "$(cat "$T/img/manifest")" != "$before" ]
+  run ck-restore -D "$T/img" -d
+  assert_success
+  check_wl counter "$WPID"
+}
+
+@test "--version: every tool and pipeline" {
+  local t want
+  want=$(ck-freeze --version)
+  [[ $want == "ck-freeze "[0-9]* ]]
+  for t in "$CK_TOP"/build/bin/ck-* "$CK_TOP"/pipelines/ck-*; do
+    run "$t" --version
+    assert_success
+    assert_output "${t##*/} ${want#ck-freeze }"
+  done
 }

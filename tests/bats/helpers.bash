@@ -20,12 +20,24 @@ teardown() {
   rm -rf "$T"
 }
 
+# only_std CMD...: execs CMD with no fd open but 0, 1 and 2.  bats hands
+# every process it starts pipes of its own (fd 3 and others), which ck
+# rightly refuses to dump: their other ends are outside the tree.
+only_std() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+  done
+  exec "$@"
+}
+
 # start_wl NAME [ARGS...]: runs workload NAME with stdout to $T/NAME.out in a
 # new session, waits for its READY line, sets WPID.  $WRAP, if set, is a
 # command that execs the workload in the end (setpriv ...): same pid.
 start_wl() {
   local name=$1; shift
-  setsid ${WRAP:-} "$WL/$name" "$@" > "$T/$name.out" 2>&1 < /dev/null &
+  only_std setsid ${WRAP:-} "$WL/$name" "$@" > "$T/$name.out" 2>&1 < /dev/null &
   WPID=$!
   PIDS+=("$WPID")
   wait_line "$T/$name.out" '^READY' 20
@@ -35,7 +47,7 @@ start_wl() {
 # runs a workload: output in $T/PROG.out, new session, $WRAP, READY, WPID.
 start_prog() {
   local name=$1; shift
-  setsid ${WRAP:-} python3 "$CK_TOP/tests/programs/$name" "$@" > "$T/$name.out" 2>&1 < /dev/null &
+  only_std setsid ${WRAP:-} python3 "$CK_TOP/tests/programs/$name" "$@" > "$T/$name.out" 2>&1 < /dev/null &
   WPID=$!
   PIDS+=("$WPID")
   wait_line "$T/$name.out" '^READY' 20
@@ -46,7 +58,7 @@ start_prog() {
 # a growing counter into $T/n every 10 ms, in a new session; sets WPID and
 # gives it a second to start.  counter_advances: $T/n still grows.
 start_py_counter() {
-  setsid python3 -c "$1
+  only_std setsid python3 -c "$1
 import os, sys, time
 n = 0
 while True:
@@ -151,7 +163,7 @@ proc_state() {
 # a mapped file a test may change) and dumps it into $T/img, killing it.
 dump_counter_copy() {
   cp "$WL/counter" "$T/counter-copy"
-  setsid "$T/counter-copy" 8 > "$T/counter.out" 2>&1 < /dev/null &
+  only_std setsid "$T/counter-copy" 8 > "$T/counter.out" 2>&1 < /dev/null &
   WPID=$!; PIDS+=("$WPID")
   wait_line "$T/counter.out" '^READY' 20
   run ck-dump -t "$WPID" -D "$T/img"
@@ -176,11 +188,16 @@ redump_and_compare() {
 # checks it is gone, restores it detached and waits until it runs again.
 dump_kill_restore() {
   proc_state "$WPID" > "$T/before"
+  local tree p i
+  tree=$(tree_pids "$WPID")
   run ck-dump -t "$WPID" -D "$T/img"
   assert_success
-  local i
-  for ((i = 0; i < 100; i++)); do [ -d /proc/"$WPID" ] || break; sleep 0.02; done
-  [ ! -d /proc/"$WPID" ] || { echo "pid $WPID still exists after the dump"; return 1; }
+  # every pid of the tree must be free again (children are reaped by
+  # whoever inherits them, a little later than the root)
+  for p in $tree; do
+    for ((i = 0; i < 250; i++)); do [ -d /proc/"$p" ] || break; sleep 0.02; done
+    [ ! -d /proc/"$p" ] || { echo "pid $p still exists after the dump"; return 1; }
+  done
   run ck-restore -D "$T/img" -d --pidfile "$T/pid"
   assert_success
   [ "$(cat "$T/pid")" = "$WPID" ]
@@ -188,9 +205,24 @@ dump_kill_restore() {
   diff -u "$T/before" "$T/after"
 }
 
+# tree_pids PID: PID and all its descendants, one per line.
+tree_pids() {
+  local p
+  echo "$1"
+  for p in $(cat /proc/"$1"/task/*/children 2>/dev/null); do tree_pids "$p"; done
+}
+
 # task_alive PID: prints 1 if PID exists and is not a zombie, else 0.
 task_alive() {
   local s
   s=$(awk '{print $3}' /proc/"$1"/stat 2>/dev/null)
   if [ -n "$s" ] && [ "$s" != Z ]; then echo 1; else echo 0; fi
+}
+
+# gone PID: waits until PID is no process (a zombie counts as gone).
+gone() {
+  local i
+  for ((i = 0; i < 250; i++)); do [ "$(task_alive "$1")" = 0 ] && return 0; sleep 0.02; done
+  echo "pid $1 still runs"
+  return 1
 }

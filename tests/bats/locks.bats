@@ -28,12 +28,13 @@ locks_of() {
 
 @test "flock(1): the lock is held while dumped and after the restore, and free once the tree ends" {
   touch "$T/lockfile"
-  setsid flock "$T/lockfile" sleep 1000 < /dev/null > /dev/null 2>&1 &
+  only_std setsid flock "$T/lockfile" sleep 1000 < /dev/null > /dev/null 2>&1 &
   WPID=$!; PIDS+=("$WPID")
   local i
   for ((i = 0; i < 100; i++)); do [ -n "$(cat /proc/"$WPID"/task/*/children 2>/dev/null)" ] && break; sleep 0.02; done
   local sleeper
   sleeper=$(awk '{print $1}' /proc/"$WPID"/task/*/children)
+  PIDS+=("$sleeper")
   # the sleep alone shares the locked description with flock(1), which
   # keeps it: refused by name, both run on
   run ck-dump -t "$sleeper" -D "$T/img0"

@@ -5,7 +5,7 @@ load helpers
 @test "sleep keeps sleeping after a restore and exits on time" {
   local t0 t1
   t0=$(date +%s.%N)
-  setsid sleep 4 < /dev/null > /dev/null 2>&1 &
+  only_std setsid sleep 4 < /dev/null > /dev/null 2>&1 &
   WPID=$!; PIDS+=("$WPID")
   sleep 0.5
   run ck-dump -t "$WPID" -D "$T/img"
@@ -19,7 +19,7 @@ load helpers
 }
 
 @test "a bash loop appending to a file continues without a gap or a repeat" {
-  setsid bash "$CK_TOP/tests/programs/append.sh" "$T/lines" < /dev/null > /dev/null 2>&1 &
+  only_std setsid bash "$CK_TOP/tests/programs/append.sh" "$T/lines" < /dev/null > /dev/null 2>&1 &
   WPID=$!; PIDS+=("$WPID")
   sleep 0.5
   run ck-dump -t "$WPID" -D "$T/img"
@@ -36,7 +36,7 @@ load helpers
 }
 
 @test "python3 with a large heap continues with its data intact" {
-  setsid python3 "$CK_TOP/tests/programs/heap.py" "$T/py.out" < /dev/null > /dev/null 2>&1 &
+  only_std setsid python3 "$CK_TOP/tests/programs/heap.py" "$T/py.out" < /dev/null > /dev/null 2>&1 &
   WPID=$!; PIDS+=("$WPID")
   wait_line "$T/py.out" '^READY' 60
   run ck-dump -t "$WPID" -D "$T/img"

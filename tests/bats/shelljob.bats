@@ -10,7 +10,7 @@ load helpers
   run timeout 120 python3 "$CK_TOP/tests/programs/ptyjob.py" "$WL/ttyjob" "$T/img"
   echo "$output"
   assert_success
-  assert_line --partial "refused without --shell-job: ck-restore: fd 0 of pid"
+  assert_line --partial "refused without --shell-job: ck-restore: unable to restore fd 0 of pid"
   assert_line --regexp '^restored: background job [0-9]+ in the background of /dev/pts/[0-9]+'
   assert_line --regexp '^restored: job [0-9]+ in the foreground of /dev/pts/[0-9]+'
   assert_line --partial "PASS: the job passed its check"

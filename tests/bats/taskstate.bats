@@ -37,7 +37,7 @@ states() {
 }
 
 @test "PR_SET_PDEATHSIG: setpriv --pdeathsig USR1 sleep keeps sleeping after ck-restore -d" {
-  setsid setpriv --pdeathsig USR1 sleep 1000 < /dev/null > /dev/null 2>&1 &
+  only_std setsid setpriv --pdeathsig USR1 sleep 1000 < /dev/null > /dev/null 2>&1 &
   WPID=$!; PIDS+=("$WPID")
   local i
   for ((i = 0; i < 100; i++)); do [ "$(cat /proc/"$WPID"/comm)" = sleep ] && break; sleep 0.02; done

@@ -128,7 +128,7 @@ TEST(bad_magic_and_newer_version) {
   }
   close(p[1]);
   StreamReader r(p[0], "test");
-  CHECK_THROWS(r.header(), kBadInput, "version 9.2 is newer than this ck reads (1.2)");
+  CHECK_THROWS(r.header(), kBadInput, "version 9.3 is newer than this ck reads (1.3)");
   close(p[0]);
 }
 
@@ -240,7 +240,7 @@ TEST(writer_puts_the_digest_of_each_payload_in_its_frame) {
   pb::Header h;
   std::string data = payloads_of(s, 4096 + 17, &runs, &h);
   CHECK_EQ(h.major(), 1u);
-  CHECK_EQ(h.minor(), kMinor);
+  CHECK_EQ(h.minor(), ck::kMinor);
   CHECK_EQ(runs.size(), 3u);
   for (size_t i = 0; i < runs.size(); ++i) {
     CHECK(runs[i].has_digest());
@@ -485,7 +485,7 @@ TEST(forwarding_a_1_0_stream_gives_1_1_with_digests) {
   std::string data = payloads_of(out, 3000, &runs, &hd);
   CHECK(data == a + b);
   CHECK_EQ(hd.major(), 1u);
-  CHECK_EQ(hd.minor(), kMinor);
+  CHECK_EQ(hd.minor(), ck::kMinor);
   CHECK_EQ(runs.size(), 3u);
   uint64_t at = 0;
   for (auto& r : runs) {

@@ -3,7 +3,10 @@
 #include <cstdlib>
 
 #include "crit.h"
+#include <cstdio>
+
 #include "error.h"
+#include "kinds.h"
 #include "tool.h"
 
 namespace {
@@ -38,7 +41,11 @@ int main(int argc, char** argv) {
   sum->add_option("--pid", pid, "process")->required();
   sum->add_option("--addr", addr, "start address (0x... or decimal)")->required();
   sum->add_option("--len", len, "length in bytes")->required();
+  bool markdown = false;
+  auto* kinds = app.add_subcommand("kinds", "every resource kind ck knows, with its status (kinds.h; README's table)");
+  kinds->add_flag("--markdown", markdown, "README's table of supported and refused resources");
   return ck::run_tool("ck-crit", app, co, argc, argv, [&] {
+    if (kinds->parsed()) return std::fputs((markdown ? ck::kinds_markdown() : ck::kinds_list()).c_str(), stdout) < 0 ? 1 : 0;
     if (encode->parsed()) return crit::encode(0, 1);
     uint64_t p = 0, a = 0, l = 0;
     if (sum->parsed()) {

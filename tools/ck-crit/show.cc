@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "crit.h"
+#include "sock.h"
 #include "error.h"
 #include "stream.h"
 
@@ -98,6 +99,8 @@ int show(Source& s) {
   std::vector<pb::Cgroup> cgroups;
   std::vector<pb::Note> notes;
   uint64_t unknown = 0, sockets = 0;
+  std::map<uint32_t, pb::Socket> socks;
+  std::vector<pb::NetLock> locks;
   auto task = [&](uint32_t pid) -> Task& {
     auto it = tasks.find(pid);
     if (it != tasks.end()) return it->second;
@@ -138,7 +141,11 @@ int show(Source& s) {
           t.pages += p.npages();
         break;
       }
-      case pb::Frame::kSocket: ++sockets; break;
+      case pb::Frame::kSocket:
+        ++sockets;
+        socks[f.socket().desc()] = f.socket();
+        break;
+      case pb::Frame::kNetlock: locks.push_back(f.netlock()); break;
       case pb::Frame::kCgroup: cgroups.push_back(f.cgroup()); break;
       case pb::Frame::kNote: notes.push_back(f.note()); break;
       default: ++unknown; break;
@@ -183,6 +190,8 @@ int show(Source& s) {
       }
       std::printf("  fd %d -> %s %s flags %#o%s%s%s\n", fd.fd(), kind.c_str(), d.path().c_str(), d.flags(),
                   d.deleted() ? " (deleted)" : "", tty.c_str(), fd.cloexec() ? " cloexec" : "");
+      auto sk = socks.find(fd.desc());
+      if (sk != socks.end()) std::printf("    %s\n", ck::sock_summary(sk->second).c_str());
     }
     for (const auto& v : t.vmas) {
       std::string kind = pb::VmaKind_Name(v.kind());
@@ -211,6 +220,7 @@ int show(Source& s) {
   }
   for (const auto& n : notes) std::printf("note from %s: %s\n", n.stage().c_str(), n.text().c_str());
   if (sockets) std::printf("%" PRIu64 " socket frames\n", sockets);
+  for (const auto& l : locks) std::printf("network lock: nftables table inet %s\n", l.table().c_str());
   if (unknown) std::printf("%" PRIu64 " frames of kinds this ck does not know (kept as they are)\n", unknown);
   const auto& t = s.trailer();
   std::printf("trailer: %" PRIu64 " frames, %" PRIu64 " payload bytes, checksum %#018" PRIx64 " ok\n", t.frames(),

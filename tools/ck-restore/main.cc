@@ -17,5 +17,16 @@ int main(int argc, char** argv) {
   app.add_option("--cgroup-mode", o.cgroup_mode, "an existing cgroup: strict (reuse only if equal), overwrite, ignore")
       ->check(CLI::IsMember({"strict", "overwrite", "ignore"}));
   app.add_flag("--cgroup-skip-missing", o.cgroup_skip_missing, "a cgroup setting this kernel lacks: warn instead of failing");
+  app.add_option("--netns", o.netns, "restore into this network namespace (a path such as /run/netns/NAME)");
+  app.add_flag("--unlock-on-failure", o.unlock_on_failure,
+               "if the restore fails, lift the image's network lock anyway (default: keep it for another try)");
+  app.add_option("--cgroup-v1", o.cgroup_v1,
+                 "a cgroup v1 membership of the image that differs from ck-restore's own: warn (default) or refuse")
+      ->check(CLI::IsMember({"warn", "refuse"}));
+  app.add_option("--inherit-fd", o.inherit_fds,
+                 "NAME=FD: fd FD of ck-restore replaces the external resource NAME of the image "
+                 "(a pipe or FIFO accepted with ck-freeze --external, e.g. 'pipe:[1234]=0'); repeat for more")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   return ck::run_tool("ck-restore", app, common, argc, argv, [&] { return ck::restore_tree(o); });
 }

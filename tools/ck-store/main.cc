@@ -17,6 +17,7 @@ struct Options {
   std::string parent;
   std::string name;
   bool force = false;
+  bool check_only = false;
 };
 
 void need_dir(const Options& o, const char* what) {
@@ -67,6 +68,7 @@ int main(int argc, char** argv) {
   auto* put = app.add_subcommand("put", "read a stream on stdin, store it in DIR");
   put->add_option("-D,--dir", o.dir, "image directory (created if missing)");
   put->add_flag("-f,--force", o.force, "replace an image already in DIR");
+  put->add_flag("--check-dir", o.check_only, "only check that DIR can take an image (as put would), read nothing");
   put->add_option("--parent", o.parent, "store a pre-dump round on top of the image in PREV (an incremental image set)");
   put->add_option("--name", o.name, "store in the in-memory store service (not supported yet)");
   auto* get = app.add_subcommand("get", "write the stream stored in DIR to stdout");
@@ -78,9 +80,12 @@ int main(int argc, char** argv) {
   return ck::run_tool("ck-store", app, co, argc, argv, [&] {
     if (put->parsed()) {
       need_dir(o, "put");
+      if (o.check_only) {
+        ck::check_image_dir(o.dir, o.force);
+        return 0;
+      }
       if (isatty(0)) ck::usage_error("refusing to read a stream from a terminal (pipe one in)");
-      ck::StreamReader r(0, "stdin");
-      ck::stream_to_image(r, o.dir, o.force, o.parent);
+      ck::store_put(0, o.dir, o.force, o.parent);
       return 0;
     }
     if (get->parsed()) {

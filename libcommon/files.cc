@@ -4,13 +4,16 @@
 // the target's own (pidfd_getfd).  Nothing here changes what the target sees:
 //  - pipe and FIFO data is duplicated with tee(2) from a second read end into
 //    a private pipe (tee does not consume), then read from there;
-//  - deleted files and memfds are read with pread through a new description,
-//    so the target's offset does not move.
+//  - deleted files and memfds are read through a new description (so the
+//    target's offset does not move), opened O_NOATIME (so the dump does not
+//    change their atime either): their data extents (SEEK_DATA/SEEK_HOLE)
+//    are hashed through a read-only mapping and spliced to the stream.
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/kcmp.h>
 #include <linux/magic.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -30,7 +33,9 @@
 #include "files.h"
 #include "kinds.h"
 #include "log.h"
+#include "memread.h"
 #include "proc.h"
+#include "stream.h"
 #include "tty.h"
 
 CK_LOG_MODULE("files");
@@ -92,8 +97,6 @@ std::string token_value(const std::vector<std::string>& toks, const std::string&
   return {};
 }
 
-std::string mib(uint64_t n) { return strf("%llu MiB", static_cast<unsigned long long>(n >> 20)); }
-
 // Reads the queued bytes of the pipe or FIFO behind proc_path without taking
 // them: a second read end, tee(2) into a private pipe of the same size.
 std::string peek_pipe(const std::string& proc_path, uint32_t* size_out) {
@@ -119,22 +122,87 @@ std::string peek_pipe(const std::string& proc_path, uint32_t* size_out) {
   return data;
 }
 
-std::string read_contents(const std::string& proc_path, uint64_t size) {
-  ScopedFd f(::open(proc_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!f.valid()) throw_errno("unable to open '" + proc_path + "'");
-  std::string data(size, '\0');
-  size_t got = 0;
-  while (got < size) {
-    ssize_t n = ::pread(f.get(), data.data() + got, size - got, static_cast<off_t>(got));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("unable to read '" + proc_path + "'");
-    }
-    if (n == 0) break;
-    got += static_cast<size_t>(n);
+const char kDeletedSuffix[] = " (deleted)";
+
+bool ends_deleted(const std::string& s) {
+  const size_t n = sizeof kDeletedSuffix - 1;
+  return s.size() > n && s.compare(s.size() - n, n, kDeletedSuffix) == 0;
+}
+
+// One lock as lock_get_status() prints it, in fdinfo ("lock:\t1: ...") and
+// in /proc/locks ("1: ..."), with the same text from the kind on:
+//   POSIX  ADVISORY  WRITE 4242 08:01:1234 0 EOF
+//   FLOCK  ADVISORY  READ 4242 00:1a:77 0 EOF
+//   OFDLCK ADVISORY  WRITE -1 08:01:1234 100 199
+//   LEASE  ACTIVE    READ 4242 08:01:1234 0 EOF
+// Waiters ("1: -> POSIX ...") are not locks held and are skipped.
+struct LockLine {
+  pb::FileLock lock;
+  std::string text;     // tokens from the kind on, single-spaced
+  std::string inode;    // "08:01:1234"
+  long pid = 0;         // as printed (-1 for OFD locks)
+  std::string why;      // non-empty: it cannot be taken again, and why
+};
+
+bool parse_lock(const std::string& line, LockLine* out) {
+  std::vector<std::string> t = split_ws(line);
+  if (t.size() < 2 || t[0].empty() || t[0].back() != ':' || t[1] == "->") return false;
+  t.erase(t.begin());
+  if (t.size() < 7) return false;
+  LockLine l;
+  for (size_t i = 0; i < t.size(); ++i) l.text += (i ? " " : "") + t[i];
+  const std::string& kind = t[0];
+  l.pid = std::strtol(t[3].c_str(), nullptr, 10);
+  l.inode = t[4];
+  if (t[2] == "UNLCK") return false;  // nothing held
+  l.lock.set_write(t[2] == "WRITE");
+  if (kind == "POSIX" || kind == "OFDLCK") {
+    l.lock.set_kind(kind == "POSIX" ? pb::FileLock::POSIX : pb::FileLock::OFD);
+    l.lock.set_start(std::strtoull(t[5].c_str(), nullptr, 10));
+    if (t[6] == "EOF")
+      l.lock.set_to_eof(true);
+    else
+      l.lock.set_end(std::strtoull(t[6].c_str(), nullptr, 10));
+    if (t[1] != "ADVISORY") l.why = "it is not an advisory lock";
+  } else if (kind == "FLOCK") {
+    l.lock.set_kind(pb::FileLock::FLOCK);
+  } else if (kind == "LEASE") {
+    l.lock.set_kind(pb::FileLock::LEASE);
+    if (t[1] != "ACTIVE") l.why = "a break of the lease is in progress";
+  } else {
+    l.why = "a lock of kind " + kind;  // DELEG (nfsd), ACCESS, UNKNOWN
   }
-  data.resize(got);
-  return data;
+  if (l.inode.find("none") != std::string::npos) l.why = "a lock without an inode";
+  *out = l;
+  return true;
+}
+
+// The locks an fdinfo shows.
+std::vector<LockLine> fd_locks(const std::string& info) {
+  std::vector<LockLine> out;
+  size_t at = 0;
+  while ((at = info.find("lock:", at)) != std::string::npos) {
+    size_t nl = info.find('\n', at);
+    std::string line = info.substr(at + 5, nl == std::string::npos ? std::string::npos : nl - at - 5);
+    at = nl == std::string::npos ? info.size() : nl + 1;
+    LockLine l;
+    if (parse_lock(line, &l)) out.push_back(l);
+  }
+  return out;
+}
+
+int64_t ns_of(const struct timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; }
+
+// Owner, mode, size and times of the inode, as the description keeps them.
+void set_inode(pb::FileDesc* d, const struct stat& st) {
+  d->set_dev(st.st_dev);
+  d->set_ino(st.st_ino);
+  d->set_mode(st.st_mode);
+  d->set_size(static_cast<uint64_t>(st.st_size));
+  d->set_uid(st.st_uid);
+  d->set_gid(st.st_gid);
+  d->set_mtime_ns(ns_of(st.st_mtim));
+  d->set_atime_ns(ns_of(st.st_atim));
 }
 
 // The kernel's internal dev_t (inotify's sdev) -> "maj:min" of mountinfo.
@@ -267,6 +335,20 @@ std::string socket_family_name(int family) {
   }
 }
 
+std::string lock_name(const pb::FileLock& l) {
+  auto range = [&] {
+    return l.to_eof() ? strf(" on %llu-EOF", static_cast<unsigned long long>(l.start()))
+                      : strf(" on %llu-%llu", static_cast<unsigned long long>(l.start()), static_cast<unsigned long long>(l.end()));
+  };
+  switch (l.kind()) {
+    case pb::FileLock::FLOCK: return l.write() ? "exclusive flock" : "shared flock";
+    case pb::FileLock::POSIX: return std::string(l.write() ? "POSIX write lock" : "POSIX read lock") + range();
+    case pb::FileLock::OFD: return std::string(l.write() ? "OFD write lock" : "OFD read lock") + range();
+    case pb::FileLock::LEASE: return l.write() ? "write lease" : "read lease";
+    default: return strf("lock of kind %d", static_cast<int>(l.kind()));
+  }
+}
+
 // ---- FileDumper ------------------------------------------------------------------
 
 FileDumper::~FileDumper() {
@@ -386,6 +468,17 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
       int same = kcmp(pid, r.pid, KCMP_FILE, static_cast<unsigned long>(fd), static_cast<unsigned long>(r.fd));
       if (same < 0) throw_errno(strf("unable to dump fd %d of pid %d: unable to compare it with fd %d of pid %d", fd, pid, r.fd, r.pid));
       if (same == 0) {
+        // POSIX locks belong to the process: this one's, through the
+        // shared description, are its own (flock, OFD locks and leases
+        // belong to the description and were recorded with it).
+        for (const LockLine& l : fd_locks(info)) {
+          if (!l.why.empty()) refuse(link, "it holds a " + lock_name(l.lock) + ", " + l.why + ": not supported");
+          if (l.lock.kind() != pb::FileLock::POSIX || !posix_seen_.insert({r.id, l.text}).second) continue;
+          pb::FileLock* k = descs_[r.id - 1].add_locks();
+          *k = l.lock;
+          k->set_pid(static_cast<uint32_t>(pid));
+          k->set_fd(fd);
+        }
         pb::Fd f;
         f.set_pid(static_cast<uint32_t>(pid));
         f.set_fd(fd);
@@ -402,18 +495,32 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
   d.set_path(link);
   d.set_flags(flags);
   d.set_pos(pos);
-  d.set_dev(st.st_dev);
-  d.set_ino(st.st_ino);
-  d.set_mode(st.st_mode);
-  d.set_size(static_cast<uint64_t>(st.st_size));
-  d.set_mtime_ns(static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec);
+  set_inode(&d, st);
   d.set_owner_pid(static_cast<uint32_t>(pid));
   d.set_owner_fd(fd);
+  d.set_id(static_cast<uint32_t>(descs_.size() + 1));
+  for (const LockLine& l : fd_locks(info)) {
+    if (!l.why.empty()) refuse(link, "it holds a " + lock_name(l.lock) + ", " + l.why + ": not supported");
+    if (!record) continue;
+    if (l.lock.kind() == pb::FileLock::POSIX) posix_seen_.insert({d.id(), l.text});
+    pb::FileLock* k = d.add_locks();
+    *k = l.lock;
+    // POSIX locks and leases are taken again by this process through this
+    // fd; a flock by the process that took it (its pid shows in the lock)
+    // if it holds the description too, else by this one.
+    k->set_pid(static_cast<uint32_t>(k->kind() == pb::FileLock::FLOCK && l.pid > 0 ? l.pid : pid));
+    k->set_fd(fd);
+  }
 
   auto starts = [&](const char* p) { return link.compare(0, std::strlen(p), p) == 0; };
-  const std::string deleted_suffix = " (deleted)";
-  const bool marked_deleted = link.size() > deleted_suffix.size() &&
-                              link.compare(link.size() - deleted_suffix.size(), deleted_suffix.size(), deleted_suffix) == 0;
+  const std::string deleted_suffix = kDeletedSuffix;
+  const bool marked_deleted = ends_deleted(link);
+  // Whether the inode behind a link marked deleted has really lost its path
+  // (a file may be named "x (deleted)"; another may have its old name now).
+  auto really_deleted = [&](const std::string& real) {
+    struct stat now;
+    return st.st_nlink == 0 || ::stat(real.c_str(), &now) < 0 || now.st_ino != st.st_ino || now.st_dev != st.st_dev;
+  };
 
   if (starts("socket:[")) {
     ScopedFd s = take(pid, fd, "socket");
@@ -423,6 +530,13 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
     bool fifo = !starts("pipe:[");
     d.set_kind(fifo ? pb::FILE_FIFO : pb::FILE_PIPE);
     d.set_pipe_id(st.st_ino);
+    if (fifo && marked_deleted) {
+      std::string real = link.substr(0, link.size() - deleted_suffix.size());
+      if (really_deleted(real)) {
+        d.set_path(real);
+        d.set_deleted(true);  // made again for the restore, and unlinked again
+      }
+    }
     auto ext = ends_.find(key);
     if (record && (ext == ends_.end() || ext->second.accepted.empty())) {
       uint32_t size = 0;
@@ -494,7 +608,7 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
                                [&] { return resolve_fhandle(pid, sdev, type, hex); }));
       const std::string& wp = w->path();
       if (wp.empty() || wp[0] != '/' ||
-          (wp.size() > deleted_suffix.size() && wp.compare(wp.size() - deleted_suffix.size(), deleted_suffix.size(), deleted_suffix) == 0))
+          ends_deleted(wp))
         refuse(link, strf("watch %d is on '%s', which has no path: not supported", w->wd(), wp.c_str()));
     }
   } else if (starts("/memfd:") && st.st_nlink == 0 && S_ISREG(st.st_mode)) {
@@ -506,35 +620,31 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
     struct statfs sf;
     if (::statfs(proc_path.c_str(), &sf) == 0 && sf.f_type == HUGETLBFS_MAGIC)
       refuse_kind(KindId::kFdMemfdHugetlb, strf("unable to dump fd %d of pid %d (memfd '%s')", fd, pid, name.c_str()));
-    if (static_cast<uint64_t>(st.st_size) > kMaxFileContents)
-      refuse("memfd '" + name + "'", strf("larger than %s: not supported", mib(kMaxFileContents).c_str()));
     // Seals live on the inode; any description shows them.
     ScopedFd m(::open(proc_path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!m.valid()) throw_errno(strf("unable to dump fd %d of pid %d (memfd '%s'): unable to open it", fd, pid, name.c_str()));
     int seals = ::fcntl(m.get(), F_GET_SEALS);
-    d.set_rdev(seals < 0 ? 0 : static_cast<uint32_t>(seals));  // seals kept in rdev for memfds
-    if (record && inodes_with_contents_.insert(key).second)
-      d.set_contents(read_contents(proc_path, static_cast<uint64_t>(st.st_size)));
+    d.set_seals(seals < 0 ? 0 : static_cast<uint32_t>(seals));
+    if (record) with_context(strf("unable to dump fd %d of pid %d", fd, pid), [&] { keep_contents(d, proc_path); });
   } else if (S_ISREG(st.st_mode)) {
     d.set_kind(pb::FILE_REG);
-    bool deleted = false;
     if (marked_deleted) {
       std::string real = link.substr(0, link.size() - deleted_suffix.size());
-      struct stat now;
-      deleted = st.st_nlink == 0 || ::stat(real.c_str(), &now) < 0 || now.st_ino != st.st_ino || now.st_dev != st.st_dev;
-      if (deleted) d.set_path(real);
-    }
-    if (deleted) {
-      d.set_deleted(true);
-      if (static_cast<uint64_t>(st.st_size) > kMaxFileContents)
-        refuse("deleted file '" + d.path() + "'", strf("larger than %s: not supported", mib(kMaxFileContents).c_str()));
-      if (record && inodes_with_contents_.insert(key).second)
-        d.set_contents(with_context(strf("unable to dump fd %d of pid %d", fd, pid),
-                                    [&] { return read_contents(proc_path, static_cast<uint64_t>(st.st_size)); }));
+      if (really_deleted(real)) {
+        d.set_path(real);
+        d.set_deleted(true);
+        if (record) with_context(strf("unable to dump fd %d of pid %d", fd, pid), [&] { keep_contents(d, proc_path); });
+      }
     }
   } else if (S_ISDIR(st.st_mode)) {
     d.set_kind(pb::FILE_DIR);
-    if (marked_deleted) d.set_deleted(true);  // refused as fd.dir.deleted below
+    if (marked_deleted) {
+      std::string real = link.substr(0, link.size() - deleted_suffix.size());
+      if (really_deleted(real)) {
+        d.set_path(real);
+        d.set_deleted(true);  // made again for the restore, and removed again
+      }
+    }
   } else if (S_ISCHR(st.st_mode) && link[0] == '/') {
     d.set_kind(pb::FILE_CHR);
     d.set_rdev(static_cast<uint32_t>(st.st_rdev));
@@ -575,7 +685,6 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
   }
 
   if (!record) return;
-  d.set_id(static_cast<uint32_t>(descs_.size() + 1));
   by_inode_[key].push_back({pid, fd, d.id()});
   pb::Fd f;
   f.set_pid(static_cast<uint32_t>(pid));
@@ -585,6 +694,271 @@ void FileDumper::one_fd(pid_t pid, int fd, bool record) {
   fds_.push_back(f);
   LOG_DEBUG("fd %d of pid %d: description %u kind %d '%s'", fd, pid, d.id(), static_cast<int>(d.kind()), d.path().c_str());
   descs_.push_back(std::move(d));
+}
+
+
+void FileDumper::keep_contents(const pb::FileDesc& d, const std::string& proc_path) {
+  const auto key = std::make_pair(d.dev(), d.ino());
+  if (contents_of_.count(key)) return;  // another description of the inode carries them
+  // O_NOATIME: reading the contents must not change the file's atime.
+  ScopedFd f(::open(proc_path.c_str(), O_RDONLY | O_NOATIME | O_CLOEXEC));
+  if (!f.valid() && errno == EPERM) f.reset(::open(proc_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!f.valid()) throw_errno("unable to open '" + proc_path + "' to read its contents");
+  contents_of_[key] = d.id();
+  contents_fd_[d.id()] = std::move(f);
+}
+
+void FileDumper::dump_mappings(pid_t pid) {
+  std::string maps;
+  if (!try_read_file(strf("/proc/%d/maps", pid), &maps)) throw_errno(strf("unable to read the mappings of pid %d", pid));
+  size_t at = 0;
+  while (at < maps.size()) {
+    size_t nl = maps.find('\n', at);
+    if (nl == std::string::npos) nl = maps.size();
+    std::string line = maps.substr(at, nl - at);
+    at = nl + 1;
+    std::vector<std::string> t = split_ws(line);
+    if (t.size() < 6 || t[5][0] != '/') continue;
+    std::string path = line.substr(line.find(t[5], line.find(t[4]) + t[4].size()));
+    const bool memfd = path.compare(0, 7, "/memfd:") == 0;
+    // Only what the restore could not find by its path: a deleted file or
+    // a memfd.  Shared anonymous memory and SysV segments look deleted too,
+    // but are memory (ck-memread carries them).
+    if (!ends_deleted(path) || path == "/dev/zero (deleted)" || path == "/anon_hugepage (deleted)" ||
+        path.compare(0, 5, "/SYSV") == 0)
+      continue;
+    const std::string range = t[0];
+    const std::string mf = strf("/proc/%d/map_files/%s", pid, range.c_str());
+    struct stat st;
+    if (::stat(mf.c_str(), &st) != 0) throw_errno(strf("unable to dump mapping %s '%s' of pid %d: unable to stat it", range.c_str(), path.c_str(), pid));
+    const auto key = std::make_pair(static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino));
+    if (contents_of_.count(key)) continue;  // a description of it is recorded already
+    std::string real = path.substr(0, path.size() - (sizeof kDeletedSuffix - 1));
+    if (!memfd) {
+      struct stat now;
+      if (st.st_nlink != 0 && ::stat(real.c_str(), &now) == 0 && now.st_ino == st.st_ino && now.st_dev == st.st_dev)
+        continue;  // named "x (deleted)" and still there
+    }
+    const std::string what = memfd ? "memfd '" + real.substr(7) + "'" : "deleted file '" + real + "'";
+    auto refuse = [&](const std::string& why) {
+      fail(strf("unable to dump mapping %s of pid %d (%s): %s", range.c_str(), pid, what.c_str(), why.c_str()));
+    };
+    if (!S_ISREG(st.st_mode)) refuse("not a regular file: not supported");
+    struct statfs sf;
+    if (::statfs(mf.c_str(), &sf) == 0 && sf.f_type == HUGETLBFS_MAGIC) refuse("hugetlb files are not supported");
+    pb::FileDesc d;
+    d.set_id(static_cast<uint32_t>(descs_.size() + 1));
+    d.set_kind(memfd ? pb::FILE_MEMFD : pb::FILE_REG);
+    d.set_path(memfd ? real.substr(7) : real);
+    d.set_deleted(true);
+    d.set_flags(O_RDONLY);
+    set_inode(&d, st);
+    d.set_owner_pid(static_cast<uint32_t>(pid));
+    d.set_owner_fd(-1);
+    d.set_map_start(std::strtoull(range.c_str(), nullptr, 16));
+    if (memfd) {
+      ScopedFd m(::open(mf.c_str(), O_RDONLY | O_CLOEXEC));
+      int seals = m.valid() ? ::fcntl(m.get(), F_GET_SEALS) : -1;
+      d.set_seals(seals < 0 ? 0 : static_cast<uint32_t>(seals));
+    }
+    with_context(strf("unable to dump mapping %s of pid %d", range.c_str(), pid), [&] { keep_contents(d, mf); });
+    LOG_DEBUG("pid %d maps %s '%s': description %u (no fd)", pid, range.c_str(), path.c_str(), d.id());
+    descs_.push_back(std::move(d));
+  }
+}
+
+uint32_t FileDumper::removed_dir(pid_t pid, const char* which) {
+  const std::string proc_path = strf("/proc/%d/%s", pid, which);
+  std::string link = read_link(proc_path);
+  if (!ends_deleted(link)) return 0;
+  struct stat st, now;
+  if (::stat(proc_path.c_str(), &st) != 0) throw_errno(strf("unable to dump the %s of pid %d: unable to stat '%s'", which, pid, link.c_str()));
+  std::string real = link.substr(0, link.size() - (sizeof kDeletedSuffix - 1));
+  if (st.st_nlink != 0 && ::stat(real.c_str(), &now) == 0 && now.st_ino == st.st_ino && now.st_dev == st.st_dev)
+    return 0;  // a directory named "x (deleted)"
+  const auto key = std::make_pair(static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino));
+  auto it = dirs_.find(key);
+  if (it != dirs_.end()) return it->second;
+  pb::FileDesc d;
+  d.set_id(static_cast<uint32_t>(descs_.size() + 1));
+  d.set_kind(pb::FILE_DIR);
+  d.set_path(real);
+  d.set_deleted(true);
+  d.set_flags(O_RDONLY | O_DIRECTORY);
+  set_inode(&d, st);
+  d.set_owner_pid(static_cast<uint32_t>(pid));
+  d.set_owner_fd(-1);
+  dirs_[key] = d.id();
+  LOG_DEBUG("the %s of pid %d is the removed directory '%s': description %u", which, pid, real.c_str(), d.id());
+  descs_.push_back(std::move(d));
+  return descs_.back().id();
+}
+
+void FileDumper::check_locks(const std::vector<pid_t>& pids) {
+  std::set<long> tree(pids.begin(), pids.end());
+  // Every lock an fd of the tree shows, once (a lock of a description shows
+  // in every fd of it).
+  std::map<std::string, int> shown;
+  std::set<std::string> seen;
+  for (pid_t pid : pids) {
+    for (int fd : list_fds(pid)) {
+      std::string info;
+      if (!try_read_file(strf("/proc/%d/fdinfo/%d", pid, fd), &info)) continue;
+      std::vector<LockLine> locks = fd_locks(info);
+      if (locks.empty()) continue;
+      struct stat st;
+      if (::stat(strf("/proc/%d/fd/%d", pid, fd).c_str(), &st) != 0) continue;
+      for (const LockLine& l : locks) {
+        // The same lock through another fd of the same description: once.
+        bool dup = false;
+        for (int other : list_fds(pid)) {
+          if (other >= fd) break;
+          if (kcmp(pid, pid, KCMP_FILE, static_cast<unsigned long>(fd), static_cast<unsigned long>(other)) == 0) dup = true;
+        }
+        if (!dup && seen.insert(strf("%d/%d ", pid, fd) + l.text).second) ++shown[l.text];
+        // A lock of a description that a process outside the tree took,
+        // and still holds through the same description, stays with that
+        // process when the tree ends: the restored one could never be had.
+        if (l.lock.kind() == pb::FileLock::POSIX || l.pid <= 0 || tree.count(l.pid)) continue;
+        std::vector<int> theirs;
+        try {
+          theirs = list_fds(static_cast<pid_t>(l.pid));
+        } catch (const Error&) {
+          continue;  // gone: the lock is the tree's alone
+        }
+        for (int t : theirs) {
+          struct stat ts;
+          if (::stat(strf("/proc/%ld/fd/%d", l.pid, t).c_str(), &ts) != 0 || ts.st_dev != st.st_dev || ts.st_ino != st.st_ino)
+            continue;
+          if (kcmp(static_cast<pid_t>(l.pid), pid, KCMP_FILE, static_cast<unsigned long>(t), static_cast<unsigned long>(fd)) == 0)
+            fail(strf("unable to dump fd %d of pid %d (%s on '%s'): its description is shared with pid %ld outside the tree, "
+                      "which holds the lock too: not supported",
+                      fd, pid, lock_name(l.lock).c_str(), read_link(strf("/proc/%d/fd/%d", pid, fd)).c_str(), l.pid));
+        }
+      }
+    }
+  }
+  std::string text;
+  if (!try_read_file("/proc/locks", &text)) return;  // no /proc/locks: fdinfo is all there is
+  std::map<std::string, int> held;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t nl = text.find('\n', at);
+    if (nl == std::string::npos) nl = text.size();
+    LockLine l;
+    bool ok = parse_lock(text.substr(at, nl - at), &l);
+    at = nl + 1;
+    if (!ok || !tree.count(l.pid)) continue;
+    if (++held[l.text] > shown[l.text])
+      fail(strf("unable to dump pid %ld: it holds a %s on inode %s through no open fd (a mapping, or an fd in flight): "
+                "not supported", l.pid, lock_name(l.lock).c_str(), l.inode.c_str()));
+  }
+}
+
+void FileDumper::write(StreamWriter& w) {
+  for (const auto& d : descs_) {
+    pb::Frame f;
+    f.set_pid(d.owner_pid());
+    *f.mutable_file() = d;
+    w.frame(f);
+    auto it = contents_fd_.find(d.id());
+    if (it != contents_fd_.end())
+      with_context(d.owner_fd() >= 0 ? strf("unable to dump fd %d of pid %u", d.owner_fd(), d.owner_pid())
+                                     : strf("unable to dump the mapping at %#llx of pid %u",
+                                            static_cast<unsigned long long>(d.map_start()), d.owner_pid()),
+                   [&] { write_contents(w, d, it->second.get()); });
+  }
+  for (const auto& fd : fds_) {
+    pb::Frame f;
+    f.set_pid(fd.pid());
+    *f.mutable_fd() = fd;
+    w.frame(f);
+  }
+  contents_fd_.clear();
+}
+
+// The data extents of the file (SEEK_DATA/SEEK_HOLE; a file system without
+// them is all data), page by page as PageRuns: runs of zeros without
+// payload, the others hashed through a read-only mapping of the file and
+// spliced from the file into the stream (no copy of ours).  The last page
+// is padded with zeros past the end of the file, as a mapping shows it.
+void FileDumper::write_contents(StreamWriter& w, const pb::FileDesc& d, int fd) {
+  const uint64_t size = d.size();
+  const uint64_t end = (size + kPageSize - 1) / kPageSize * kPageSize;
+  int pp[2];
+  if (::pipe2(pp, O_CLOEXEC) != 0) throw_errno("unable to create a pipe");
+  ScopedFd pr(pp[0]), pw(pp[1]);
+  ::fcntl(pw.get(), F_SETPIPE_SZ, 1 << 20);  // fewer, longer runs where it is allowed
+  const int cap = ::fcntl(pw.get(), F_GETPIPE_SZ);
+  if (cap < static_cast<int>(2 * kPageSize)) fail("unable to size a pipe for file contents");
+  // One pipe slot stays free for the padding of a last, partial page.
+  const uint64_t chunk = static_cast<uint64_t>(cap) - kPageSize;
+  static const char zeros[kPageSize] = {};
+  pb::PageRun run;
+  run.set_pid(d.owner_pid());
+  run.set_file(d.id());
+  uint64_t pages = 0, data_pages = 0;
+  for (uint64_t at = 0; at < end;) {
+    off_t data = ::lseek(fd, static_cast<off_t>(at), SEEK_DATA);
+    off_t hole;
+    if (data < 0) {
+      if (errno == ENXIO) break;  // nothing but holes from here
+      data = static_cast<off_t>(at), hole = static_cast<off_t>(end);  // no SEEK_DATA here: all of it is data
+    } else {
+      hole = ::lseek(fd, data, SEEK_HOLE);
+      if (hole < 0) hole = static_cast<off_t>(end);
+    }
+    uint64_t from = static_cast<uint64_t>(data) / kPageSize * kPageSize;
+    uint64_t to = std::min<uint64_t>((static_cast<uint64_t>(hole) + kPageSize - 1) / kPageSize * kPageSize, end);
+    if (to <= from) break;
+    for (uint64_t o = from; o < to;) {
+      const uint64_t len = std::min(to - o, chunk);
+      void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(o));
+      if (m == MAP_FAILED) throw_errno(strf("unable to map '%s' at offset %llu", d.path().c_str(), static_cast<unsigned long long>(o)));
+      const char* base = static_cast<const char*>(m);
+      try {
+        for (uint64_t i = 0, n = len / kPageSize; i < n;) {
+          const bool zero = page_is_zero(base + i * kPageSize);
+          uint64_t j = i + 1;
+          while (j < n && page_is_zero(base + j * kPageSize) == zero) ++j;
+          run.set_addr(o + i * kPageSize);
+          run.set_npages(static_cast<uint32_t>(j - i));
+          run.set_has_payload(!zero);
+          const uint64_t bytes = (j - i) * kPageSize;
+          if (zero) {
+            run.clear_digest();
+            w.pages(run, nullptr, 0);
+          } else {
+            run.set_digest(ck64(base + i * kPageSize, bytes));
+            loff_t off = static_cast<loff_t>(run.addr());
+            uint64_t left = std::min<uint64_t>(bytes, size - run.addr());
+            while (left) {
+              ssize_t k = ::splice(fd, &off, pw.get(), nullptr, left, 0);
+              if (k < 0 && errno == EINTR) continue;
+              if (k < 0) throw_errno("unable to splice the contents of '" + d.path() + "'");
+              if (k == 0) fail("'" + d.path() + "' became shorter while it was read");
+              left -= static_cast<uint64_t>(k);
+            }
+            uint64_t pad = run.addr() + bytes - std::min<uint64_t>(run.addr() + bytes, size);
+            if (pad) write_full(pw.get(), zeros, pad);
+            w.pages_spliced(run, pr.get());
+            data_pages += j - i;
+          }
+          pages += j - i;
+          i = j;
+        }
+      } catch (...) {
+        ::munmap(m, len);
+        throw;
+      }
+      ::munmap(m, len);
+      o += len;
+    }
+    at = to;
+  }
+  LOG_DEBUG("%s '%s': %llu bytes, %llu pages of data (%llu of them not zeros)", d.kind() == pb::FILE_MEMFD ? "memfd" : "file",
+            d.path().c_str(), static_cast<unsigned long long>(size), static_cast<unsigned long long>(pages),
+            static_cast<unsigned long long>(data_pages));
 }
 
 }  // namespace ck

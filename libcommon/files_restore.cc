@@ -7,10 +7,19 @@
 //    wd is reached by adding and removing a throwaway watch; each removal
 //    queues an IN_IGNORED event, drained before the fd is handed on;
 //  - epoll registers a target under (file, fd number), so targets can only be
-//    added once the task's fd numbers are in place (install()).
+//    added once the task's fd numbers are in place (install());
+//  - a deleted file, removed directory or deleted FIFO is made again by name,
+//    opened, and unlinked at once: the open fd keeps the inode, and /proc
+//    names it "PATH (deleted)" as it did.  An fd on a removed directory
+//    works for fchdir and for opening it again through /proc/self/fd;
+//  - flock and OFD locks belong to the open file description, so the
+//    restorer takes them on its copy and the task inherits them; POSIX
+//    locks belong to the process and are dropped when it closes any fd of
+//    the file, so the task takes them itself, last (task_locks()).
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -30,6 +39,7 @@
 #include "files.h"
 #include "kinds.h"
 #include "log.h"
+#include "stream.h"
 #include "sock_restore.h"
 
 CK_LOG_MODULE("files");
@@ -71,9 +81,270 @@ void set_status_flags(int fd, uint32_t flags, const std::string& what) {
   if (want != cur && ::fcntl(fd, F_SETFL, want) < 0) throw_errno(what);
 }
 
+// Makes the missing directories above path (its directory was removed
+// too); returns them, outermost first, for remove_dirs().
+std::vector<std::string> make_parents(const std::string& path) {
+  std::vector<std::string> made;
+  for (size_t at = path.find('/', 1); at != std::string::npos; at = path.find('/', at + 1)) {
+    std::string dir = path.substr(0, at);
+    if (::mkdir(dir.c_str(), 0700) == 0)
+      made.push_back(dir);
+    else if (errno != EEXIST)
+      break;
+  }
+  return made;
+}
+
+void remove_dirs(const std::vector<std::string>& dirs) {
+  for (auto it = dirs.rbegin(); it != dirs.rend(); ++it)
+    if (::rmdir(it->c_str()) != 0) LOG_WARN("unable to remove the directory '%s' made for the restore: %s", it->c_str(), std::strerror(errno));
+}
+
+// Runs make(path) (which returns an fd or -1 with errno) where path's
+// directory may have been removed too: parents are made for the moment.
+// Then unlinks it with `unmake` (unlink or rmdir) and removes the parents.
+template <class Make>
+int make_at_path(const std::string& path, Make make, int (*unmake)(const char*)) {
+  int fd = make(path);
+  std::vector<std::string> parents;
+  if (fd < 0 && errno == ENOENT) {
+    parents = make_parents(path);
+    fd = make(path);
+  }
+  int err = errno;
+  if (fd >= 0 && unmake(path.c_str()) != 0) {
+    err = errno;
+    ::close(fd);
+    fd = -1;
+  }
+  remove_dirs(parents);
+  errno = err;
+  return fd;
+}
+
+std::string dir_of(const std::string& path) {
+  std::string dir = path.substr(0, path.rfind('/'));
+  return dir.empty() ? "/" : dir;
+}
+
+bool needs_inode(const pb::FileDesc& d) {
+  switch (d.kind()) {
+    case pb::FILE_MEMFD: return true;
+    case pb::FILE_REG:
+    case pb::FILE_DIR:
+    case pb::FILE_FIFO: return d.deleted();
+    default: return false;
+  }
+}
+
 }  // namespace
 
-FileRestorer::~FileRestorer() { close_all(); }
+FileRestorer::~FileRestorer() {
+  close_all();
+  release_inodes();
+}
+
+void FileRestorer::prepare(const pb::FileDesc& d) {
+  if (!needs_inode(d)) return;
+  const std::string key = inode_key(d);
+  made_key_[d.id()] = key;
+  if (made_.count(key)) return;
+  const std::string w = d.owner_fd() >= 0 ? strf("fd %d of pid %u", d.owner_fd(), d.owner_pid())
+                                          : strf("description %u of pid %u", d.id(), d.owner_pid());
+  if (d.kind() != pb::FILE_MEMFD && (d.path().empty() || d.path()[0] != '/'))
+    bad_input(strf("%s has a relative or empty path '%s'", w.c_str(), d.path().c_str()));
+  if (d.contents().size() > kMaxInlineContents) bad_input(w + " carries more contents than the limit");
+  const mode_t perm = d.mode() & 07777;
+  int h = -1;
+  switch (d.kind()) {
+    case pb::FILE_MEMFD:
+      h = ::memfd_create(d.path().c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+      if (h < 0) throw_errno("unable to create memfd '" + d.path() + "' for " + w);
+      break;
+    case pb::FILE_REG:
+      h = make_at_path(d.path(), [&](const std::string& p) { return ::open(p.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600); }, ::unlink);
+      if (h < 0) {  // its name is taken now (or its directory cannot be had): nameless
+        LOG_INFO("recreating deleted '%s' without a name: %s", d.path().c_str(), std::strerror(errno));
+        h = ::open(dir_of(d.path()).c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (h < 0) h = ::open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+      }
+      if (h < 0) throw_errno("unable to recreate deleted file '" + d.path() + "' for " + w);
+      break;
+    case pb::FILE_DIR: {
+      auto mk = [&](const std::string& p) {
+        return ::mkdir(p.c_str(), 0700) == 0 ? ::open(p.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+      };
+      h = make_at_path(d.path(), mk, ::rmdir);
+      if (h < 0 && errno == EEXIST) {  // another directory has its name now: one beside it
+        std::string tmpl = d.path() + ".ck-XXXXXX";
+        if (::mkdtemp(tmpl.data())) {
+          h = ::open(tmpl.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+          ::rmdir(tmpl.c_str());
+        }
+      }
+      if (h < 0) throw_errno("unable to recreate removed directory '" + d.path() + "' for " + w);
+      break;
+    }
+    case pb::FILE_FIFO: {
+      auto mk = [&](const std::string& p) {
+        return ::mkfifo(p.c_str(), 0600) == 0 ? ::open(p.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC) : -1;
+      };
+      h = make_at_path(d.path(), mk, ::unlink);
+      if (h < 0 && errno == EEXIST) {
+        std::string tmpl = d.path() + ".ck-XXXXXX";
+        if (::mkdtemp(tmpl.data())) {  // a private directory for the name
+          std::string f = tmpl + "/fifo";
+          if (::mkfifo(f.c_str(), 0600) == 0) {
+            h = ::open(f.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+            ::unlink(f.c_str());
+          }
+          ::rmdir(tmpl.c_str());
+        }
+      }
+      if (h < 0) throw_errno("unable to recreate deleted FIFO '" + d.path() + "' for " + w);
+      break;
+    }
+    default:
+      return;
+  }
+  ScopedFd hold(h);
+  (void)perm;
+  Made m;
+  m.file = d.kind() == pb::FILE_MEMFD || d.kind() == pb::FILE_REG;
+  m.size = d.size();
+  if (m.file && d.size() > 0 && ::ftruncate(h, static_cast<off_t>(d.size())) < 0)
+    throw_errno("unable to size '" + d.path() + "' for " + w);
+  if (!d.contents().empty()) {  // a 1.1 image: the contents inline
+    if (d.contents().size() > d.size() && m.file) bad_input(w + " carries more contents than its size");
+    ssize_t n = ::pwrite(h, d.contents().data(), d.contents().size(), 0);
+    if (n != static_cast<ssize_t>(d.contents().size())) throw_errno("unable to write the contents of '" + d.path() + "' for " + w);
+  }
+  m.fd = hold.extract();
+  made_[key] = m;
+  LOG_DEBUG("made the inode of %s ('%s', %s)", w.c_str(), d.path().c_str(), pb::FileKind_Name(d.kind()).c_str());
+}
+
+void FileRestorer::write_contents(const pb::PageRun& run, const char* data, uint64_t len, uint64_t offset_in_run) {
+  auto k = made_key_.find(run.file());
+  auto it = k == made_key_.end() ? made_.end() : made_.find(k->second);
+  if (it == made_.end() || !it->second.file)
+    bad_input(strf("page run for file %u, which is no deleted file or memfd described before it", run.file()));
+  Made& m = it->second;
+  if (m.finished) bad_input(strf("page run for file %u after the tree's files were opened", run.file()));
+  const uint64_t run_len = uint64_t{run.npages()} * kPageSize;
+  if (run.addr() % kPageSize || run.addr() + run_len < run.addr() || run.addr() >= (m.size + kPageSize - 1) / kPageSize * kPageSize ||
+      run.addr() + run_len > (m.size + kPageSize - 1) / kPageSize * kPageSize || offset_in_run + len > run_len)
+    bad_input(strf("page run for file %u at offset %#llx (%u pages) lies outside its %llu bytes", run.file(),
+                   static_cast<unsigned long long>(run.addr()), run.npages(), static_cast<unsigned long long>(m.size)));
+  static const char zeros[1 << 16] = {};
+  uint64_t at = run.addr() + offset_in_run;
+  uint64_t n = std::min(len, m.size > at ? m.size - at : 0);  // nothing past the end of the file
+  while (n) {
+    size_t piece = data ? n : std::min<uint64_t>(n, sizeof zeros);
+    ssize_t k2 = ::pwrite(m.fd, data ? data : zeros, piece, static_cast<off_t>(at));
+    if (k2 < 0 && errno == EINTR) continue;
+    if (k2 <= 0) throw_errno(strf("unable to write the contents of file %u", run.file()));
+    at += static_cast<uint64_t>(k2), n -= static_cast<uint64_t>(k2);
+    if (data) data += k2;
+  }
+}
+
+// Owner, then mode (chown clears set-id bits), times (after the contents:
+// writing sets mtime), seals last (a sealed memfd takes no more writes).
+int FileRestorer::made_fd(const pb::FileDesc& d) {
+  prepare(d);  // (if no frame did it: a description of an older image, a test)
+  Made& m = made_.at(made_key_.at(d.id()));
+  if (!m.finished) {
+    finish_inode(d, m.fd);
+    m.finished = true;
+    if (m.file) {
+      // Read-only from here: a file open for writing cannot become a
+      // process's exe (PR_SET_MM_MAP: EACCES) nor be executed (ETXTBSY).
+      int ro = ::open(strf("/proc/self/fd/%d", m.fd).c_str(), O_RDONLY | O_CLOEXEC);
+      if (ro < 0) throw_errno("unable to reopen '" + d.path() + "' read-only for " + who(d.id()));
+      ::close(m.fd);
+      m.fd = ro;
+    }
+  }
+  return m.fd;
+}
+
+void FileRestorer::finish_inode(const pb::FileDesc& d, int fd) {
+  const std::string w = who(d.id());
+  if (::fchown(fd, d.uid(), d.gid()) != 0 && errno != EPERM)
+    throw_errno(strf("unable to give '%s' for %s its owner %u:%u", d.path().c_str(), w.c_str(), d.uid(), d.gid()));
+  if (::fchmod(fd, d.mode() & 07777) != 0)
+    throw_errno(strf("unable to give '%s' for %s its mode %o", d.path().c_str(), w.c_str(), d.mode() & 07777));
+  if (d.kind() == pb::FILE_REG || d.kind() == pb::FILE_MEMFD || d.kind() == pb::FILE_DIR) {
+    struct timespec ts[2] = {{static_cast<time_t>(d.atime_ns() / 1000000000), static_cast<long>(d.atime_ns() % 1000000000)},
+                             {static_cast<time_t>(d.mtime_ns() / 1000000000), static_cast<long>(d.mtime_ns() % 1000000000)}};
+    if ((d.atime_ns() || d.mtime_ns()) && ::futimens(fd, ts) != 0)
+      LOG_WARN("unable to set the times of '%s' for %s: %s", d.path().c_str(), w.c_str(), std::strerror(errno));
+  }
+  const uint32_t seals = d.has_seals() ? d.seals() : d.rdev();  // 1.1 images kept them in rdev
+  if (d.kind() == pb::FILE_MEMFD && seals != 0 && ::fcntl(fd, F_ADD_SEALS, static_cast<int>(seals)) < 0)
+    throw_errno(strf("unable to seal memfd '%s' for %s", d.path().c_str(), w.c_str()));
+}
+
+int FileRestorer::inode_fd(uint32_t desc_id) const {
+  auto k = made_key_.find(desc_id);
+  if (k == made_key_.end()) return -1;
+  auto it = made_.find(k->second);
+  return it == made_.end() ? -1 : it->second.fd;
+}
+
+void FileRestorer::release_inodes() {
+  for (auto& [key, m] : made_)
+    if (m.fd >= 0) ::close(m.fd);
+  made_.clear();
+  made_key_.clear();
+}
+
+void FileRestorer::lock_call(const pb::FileLock& l, int* cmd, struct flock* fl, long* arg) {
+  std::memset(fl, 0, sizeof *fl);
+  fl->l_type = l.write() ? F_WRLCK : F_RDLCK;
+  fl->l_whence = SEEK_SET;
+  fl->l_start = static_cast<off_t>(l.start());
+  fl->l_len = l.to_eof() ? 0 : static_cast<off_t>(l.end() - l.start() + 1);
+  *arg = l.write() ? F_WRLCK : F_RDLCK;
+  switch (l.kind()) {
+    case pb::FileLock::POSIX: *cmd = F_SETLK; break;
+    case pb::FileLock::OFD: *cmd = F_OFD_SETLK; break;
+    case pb::FileLock::LEASE: *cmd = F_SETLEASE; break;
+    default: *cmd = -1;  // flock(2), not fcntl
+  }
+}
+
+std::string FileRestorer::lock_who(const pb::FileLock& l, uint32_t desc_id) const {
+  auto it = desc_by_id_.find(desc_id);
+  std::string path = it == desc_by_id_.end() ? "" : " ('" + it->second->path() + "')";
+  if (l.kind() == pb::FileLock::POSIX || l.kind() == pb::FileLock::LEASE)
+    return lock_name(l) + strf(" of fd %d of pid %u", l.fd(), l.pid()) + path;
+  return lock_name(l) + " of " + who(desc_id) + path;
+}
+
+void FileRestorer::take_locks(const pb::FileDesc& d, int fd) {
+  for (const auto& l : d.locks()) {
+    if (l.kind() != pb::FileLock::OFD) continue;  // the tasks' (install(), task_locks())
+    int cmd;
+    struct flock fl;
+    long arg;
+    lock_call(l, &cmd, &fl, &arg);
+    int r = ::fcntl(fd, cmd, &fl);
+    if (r != 0) {
+      int err = errno;
+      if (err == EAGAIN || err == EWOULDBLOCK || err == EACCES)
+        fail("unable to take the " + lock_who(l, d.id()) + " again: another process holds a lock in its way");
+      throw_errno("unable to take the " + lock_who(l, d.id()) + " again", err);
+    }
+    LOG_DEBUG("took the %s", lock_who(l, d.id()).c_str());
+  }
+}
+
+std::vector<FileRestorer::TaskLock> FileRestorer::task_locks(pid_t pid) const {
+  auto it = task_locks_.find(pid);
+  return it == task_locks_.end() ? std::vector<TaskLock>() : it->second;
+}
 
 std::string FileRestorer::who(uint32_t id) const {
   auto it = first_fd_.find(id);
@@ -123,8 +394,20 @@ void validate_file_table(const std::vector<pb::FileDesc>& descs, const std::vect
       default:
         break;
     }
-    if (d.contents().size() > kMaxFileContents) bad_input(who(d.id()) + " carries more contents than the limit");
+    if (d.contents().size() > kMaxInlineContents) bad_input(who(d.id()) + " carries more contents than the limit");
     if (d.pipe_data().size() > (16u << 20)) bad_input(who(d.id()) + " carries more pipe data than a pipe holds");
+    for (const auto& l : d.locks()) {
+      const bool by_fd = l.kind() == pb::FileLock::POSIX || l.kind() == pb::FileLock::LEASE;
+      if (!by_fd && l.kind() != pb::FileLock::FLOCK && l.kind() != pb::FileLock::OFD)
+        bad_input(strf("%s has a lock of unknown kind %d", who(d.id()).c_str(), static_cast<int>(l.kind())));
+      if (!l.to_eof() && l.end() < l.start()) bad_input(who(d.id()) + ": a lock that ends before it starts");
+      bool found = false;
+      for (const auto& f : fds) found |= f.desc() == d.id() && (!by_fd || (f.pid() == l.pid() && f.fd() == l.fd()));
+      if (!found && by_fd)
+        bad_input(strf("%s: its %s is held through fd %d of pid %u, which is not in the image", who(d.id()).c_str(),
+                       l.kind() == pb::FileLock::POSIX ? "POSIX lock" : "lease", l.fd(), l.pid()));
+      if (!found) bad_input(who(d.id()) + ": a " + lock_name(l) + " on a description that no fd names");
+    }
     if (d.kind() == pb::FILE_EPOLL) {
       bool found = false;
       for (const auto& f : fds) found |= f.pid() == d.owner_pid() && f.fd() == d.owner_fd() && f.desc() == d.id();
@@ -147,13 +430,31 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
     first_fd_.emplace(f.desc(), std::make_pair(static_cast<pid_t>(f.pid()), f.fd()));
     max_target = std::max(max_target, f.fd());
   }
-  std::map<std::string, const std::string*> contents;  // inode/pipe key -> data carried by one desc
+  std::map<std::string, const std::string*> contents;  // pipe key -> data carried by one desc
   std::map<std::string, uint32_t> pipe_sizes;
+  task_locks_.clear();
+  flocks_.clear();
   for (const auto& d : descs) {
     const std::string key = inode_key(d);
-    if (!d.contents().empty() && !contents.count(key)) contents[key] = &d.contents();
     if (!d.pipe_data().empty() && !contents.count(key)) contents[key] = &d.pipe_data();
     pipe_sizes[key] = std::max(pipe_sizes[key], d.pipe_size());
+    for (const auto& l : d.locks()) {  // (checked by validate_file_table)
+      if (l.kind() == pb::FileLock::FLOCK) {
+        // Taken in install() by the process that took it, if it holds the
+        // description, else by the first that does: /proc/locks shows a
+        // flock's taker.
+        pid_t by = 0;
+        int at_fd = -1;
+        for (const auto& f : fds)
+          if (f.desc() == d.id() && (by == 0 || (f.pid() == l.pid() && static_cast<pid_t>(f.pid()) != by))) {
+            by = static_cast<pid_t>(f.pid());
+            at_fd = f.fd();
+          }
+        flocks_[by].push_back({at_fd, l.write(), lock_who(l, d.id())});
+      } else if (l.kind() == pb::FileLock::POSIX || l.kind() == pb::FileLock::LEASE) {
+        task_locks_[static_cast<pid_t>(l.pid())].push_back({l, lock_who(l, d.id())});
+      }
+    }
   }
   next_ = std::max(base, max_target + 1);
 
@@ -178,6 +479,13 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
       const pb::FileDesc& d = *dp;
       if (d.kind() == pb::FILE_EPOLL && !sockets_done) open_sockets();
       const std::string w = who(d.id());
+      // A mapped file, a removed cwd (a process owns it, no fd names it):
+      // the inode is all.  A file in flight (no owner) is opened for its
+      // socket.
+      if (!first_fd_.count(d.id()) && d.owner_pid() != 0) {
+        if (needs_inode(d)) made_fd(d);
+        continue;
+      }
       const std::string key = inode_key(d);
       const uint32_t oflags = d.flags() & kOpenFlagMask;
       auto nb = (d.flags() & O_NONBLOCK) != 0;
@@ -202,41 +510,15 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
             if (fd < 0) throw_errno("unable to open '" + d.path() + "' for " + w);
             break;
           }
-          auto it = inodes_.find(key);
-          if (it == inodes_.end()) {
-            int h;
-            std::string data = contents.count(key) ? *contents[key] : std::string();
-            if (d.kind() == pb::FILE_MEMFD) {
-              h = ::memfd_create(d.path().c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
-              if (h < 0) throw_errno("unable to create memfd '" + d.path() + "' for " + w);
-            } else {
-              std::string dir = d.path().substr(0, d.path().rfind('/'));
-              if (dir.empty()) dir = "/";
-              // Under its own name when that is free (so /proc shows
-              // "NAME (deleted)" as before), unlinked at once; else nameless.
-              h = ::open(d.path().c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, d.mode() & 07777);
-              if (h >= 0)
-                ::unlink(d.path().c_str());
-              else
-                h = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, d.mode() & 07777);
-              if (h < 0) {
-                LOG_INFO("recreating deleted '%s' in /tmp: %s", d.path().c_str(), std::strerror(errno));
-                h = ::open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, d.mode() & 07777);
-              }
-              if (h < 0) throw_errno("unable to recreate deleted file '" + d.path() + "' for " + w);
-            }
-            ScopedFd hold(h);
-            write_full(h, data.data(), data.size());
-            if (data.size() < d.size() && ::ftruncate(h, static_cast<off_t>(d.size())) < 0)
-              throw_errno("unable to size '" + d.path() + "' for " + w);
-            if (d.kind() == pb::FILE_MEMFD && d.rdev() != 0 && ::fcntl(h, F_ADD_SEALS, static_cast<int>(d.rdev())) < 0)
-              throw_errno(strf("unable to seal memfd '%s' for %s", d.path().c_str(), w.c_str()));
-            holders_.push_back(h);
-            it = inodes_.emplace(key, hold.extract()).first;
-          }
-          std::string again = strf("/proc/self/fd/%d", it->second);
+          std::string again = strf("/proc/self/fd/%d", made_fd(d));
           fd = ::open(again.c_str(), static_cast<int>(oflags));
           if (fd < 0) throw_errno("unable to reopen '" + d.path() + "' for " + w);
+          break;
+        }
+        case KindId::kFdDirDeleted: {
+          std::string again = strf("/proc/self/fd/%d", made_fd(d));
+          fd = ::open(again.c_str(), static_cast<int>(oflags));
+          if (fd < 0) throw_errno("unable to reopen removed directory '" + d.path() + "' for " + w);
           break;
         }
         case KindId::kFdTty:
@@ -274,7 +556,8 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
             if (d.kind() == pb::FILE_PIPE) {
               if (::pipe2(pp, O_NONBLOCK | O_CLOEXEC) < 0) throw_errno("unable to create a pipe for " + w);
             } else {
-              pp[0] = pp[1] = ::open(d.path().c_str(), O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+              pp[0] = pp[1] = d.deleted() ? ::fcntl(made_fd(d), F_DUPFD_CLOEXEC, 0)
+                                          : ::open(d.path().c_str(), O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
               if (pp[0] < 0) throw_errno("unable to open '" + d.path() + "' for " + w);
               struct stat st;
               if (::fstat(pp[0], &st) < 0 || !S_ISFIFO(st.st_mode)) {  // never write pipe data into a file
@@ -390,6 +673,7 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
         }
       }
       open_[d.id()] = place(fd);
+      take_locks(d, open_[d.id()]);
     }
     if (!sockets_done) open_sockets();
     if (!inotify_dummy.empty()) ::rmdir(inotify_dummy.c_str());
@@ -401,7 +685,6 @@ void FileRestorer::open_all(const std::vector<pb::FileDesc>& descs, const std::v
   for (int h : holders_) ::close(h);
   holders_.clear();
   pipes_.clear();
-  inodes_.clear();
 
   for (const auto& f : fds)
     slots_[static_cast<pid_t>(f.pid())].push_back({f.fd(), open_.at(f.desc()), f.cloexec()});
@@ -435,6 +718,15 @@ void FileRestorer::install(pid_t pid, const std::vector<int>& keep) {
   // close_all() or the destructor cannot close a number reused since.
   open_.clear();
   holders_.clear();
+  for (auto& [key, m] : made_) m.fd = -1;
+  auto fit = flocks_.find(pid);
+  if (fit != flocks_.end())
+    for (const Flock& f : fit->second)
+      if (::flock(f.fd, (f.exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+        int err = errno;
+        if (err == EWOULDBLOCK) fail("unable to take the " + f.what + " again: another process holds a lock in its way");
+        throw_errno("unable to take the " + f.what + " again", err);
+      }
   auto eit = epoll_adds_.find(pid);
   if (eit != epoll_adds_.end()) {
     for (const EpollAdd& a : eit->second) {
@@ -453,7 +745,6 @@ void FileRestorer::close_all() {
   open_.clear();
   holders_.clear();
   pipes_.clear();
-  inodes_.clear();
   desc_by_id_.clear();
   first_fd_.clear();
   slots_.clear();

@@ -1,8 +1,10 @@
 #include "freeze.h"
 #include "kinds.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <linux/ptrace.h>
 #include <sys/time.h>
 #include <signal.h>
@@ -30,6 +32,8 @@
 #include "stream.h"
 #include "tracer.h"
 #include "vma.h"
+
+#include <sys/sysmacros.h>  // last: its major()/minor() macros would hit pb::Header::major()
 
 CK_LOG_MODULE("freeze");
 
@@ -106,6 +110,7 @@ struct FrozenTree {
   std::map<pid_t, std::vector<pid_t>> threads;
   std::set<pid_t> seized;
   std::set<pid_t> zombies;                 // in procs, not seized, no threads
+  std::map<pid_t, int> stopped;            // in a group stop when seized: its signal
 
   ~FrozenTree() { release(0); }
   // Kills the tree and waits until every process is gone or a zombie (its
@@ -137,6 +142,7 @@ struct FrozenTree {
       for (pid_t p : procs) ::kill(p, sig);
     for (pid_t t : seized) detach_thread(t);
     seized.clear();
+    stopped.clear();
   }
 };
 
@@ -181,10 +187,16 @@ void seize_tree(pid_t root, FrozenTree& t) {
           throw_errno(strf("unable to seize thread %d of pid %d", tid, p));
         }
         t.seized.insert(tid);
-        if (ptrace(static_cast<__ptrace_request>(PTRACE_INTERRUPT), tid, 0, 0) != 0 || !wait_interrupt_stop(tid)) {
+        int group_stop = 0;
+        if (ptrace(static_cast<__ptrace_request>(PTRACE_INTERRUPT), tid, 0, 0) != 0 ||
+            !wait_interrupt_stop(tid, &group_stop)) {
           t.seized.erase(tid);
           continue;
         }
+        // A thread of a stopped process (^Z, SIGSTOP) reports the group
+        // stop; the process stays stopped when it is let go, and comes
+        // back stopped from a restore.
+        if (group_stop) t.stopped[p] = group_stop;
         changed = true;
       }
       for (pid_t c : list_children(p)) order.push_back(c);
@@ -215,7 +227,31 @@ void seize_tree(pid_t root, FrozenTree& t) {
   LOG_INFO("froze %zu processes (%zu of them zombies), %zu threads", t.procs.size(), t.zombies.size(), t.seized.size());
 }
 
+// The path of terminal `dev` as an fd of pid shows it, else "maj:min".
+std::string terminal_name(pid_t p, dev_t dev) {
+  std::string dir = strf("/proc/%d/fd", p);
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      struct stat st;
+      std::string fd = dir + "/" + e->d_name;
+      if (e->d_name[0] == '.' || ::stat(fd.c_str(), &st) != 0 || !S_ISCHR(st.st_mode) || st.st_rdev != dev) continue;
+      ::closedir(d);
+      try {
+        return "'" + read_link(fd) + "'";
+      } catch (const Error&) {
+        break;
+      }
+    }
+    ::closedir(d);
+  }
+  return strf("%u:%u", major(dev), minor(dev));
+}
+
 void check_tree(FrozenTree& t, FileDumper& files) {
+  std::vector<pid_t> live;
+  for (pid_t p : t.procs)
+    if (!t.zombies.count(p)) live.push_back(p);
+  files.check_locks(live);
   for (pid_t p : t.procs) {
     if (t.zombies.count(p)) continue;
     Stat st = read_stat(p);
@@ -224,6 +260,14 @@ void check_tree(FrozenTree& t, FileDumper& files) {
       std::string s;
       try_read_file(strf("/proc/%d/task/%d/stat", p, tid), &s);
     }
+    // A session leader with a controlling terminal (an interactive shell,
+    // a login session): the restore could only give it a terminal by
+    // taking the caller's away from the caller's session.
+    if (st.u(6) == static_cast<uint64_t>(p) && st.u(7) != 0)
+      refuse_kind(KindId::kTaskSessionLeader, strf("unable to dump pid %d (%s)", p, st.comm.c_str()),
+                  strf("it is a session leader with the controlling terminal %s (an interactive shell?): ck restores "
+                       "a tree onto a terminal only as a job of the restoring shell (--shell-job): not supported",
+                       terminal_name(p, static_cast<dev_t>(st.u(7))).c_str()));
     // A seccomp filter cannot be read back (and a restore without it
     // would quietly drop a security boundary): refuse by name.
     std::string mode = read_status(p)["Seccomp"];
@@ -273,7 +317,8 @@ void fill_ids(pb::Process* pr, pid_t p, const Stat& st) {
   pr->set_exit_signal(static_cast<int32_t>(st.i(38)));
 }
 
-void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, StreamWriter& w) {
+void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, int stop_signal, FileDumper& files,
+                  StreamWriter& w) {
   pb::Frame f;
   f.set_pid(p);
   pb::Process* pr = f.mutable_process();
@@ -288,6 +333,9 @@ void dump_process(pid_t p, const std::vector<pid_t>& tids, uint64_t insn, Stream
   }
   pr->set_cwd(read_link(strf("/proc/%d/cwd", p)));
   pr->set_root(read_link(strf("/proc/%d/root", p)));
+  pr->set_cwd_desc(files.removed_dir(p, "cwd"));
+  pr->set_root_desc(files.removed_dir(p, "root"));
+  pr->set_stop_signal(stop_signal);
   fill_creds(p, pr->mutable_creds());
   pr->set_personality(static_cast<uint32_t>(parse_hex(read_file(strf("/proc/%d/personality", p)))));
   pr->set_umask(static_cast<uint32_t>(std::strtoul(read_status(p)["Umask"].c_str(), nullptr, 8)));
@@ -590,21 +638,15 @@ int freeze_tree(const FreezeOptions& o) {
         continue;
       }
       uint64_t pinsn = p == o.pid ? insn : find_syscall_insn(p);
-      with_context(strf("dumping pid %d", p), [&] { dump_process(p, tree.threads[p], pinsn, w); });
+      int stop = tree.stopped.count(p) ? tree.stopped[p] : 0;
+      with_context(strf("dumping pid %d", p), [&] { dump_process(p, tree.threads[p], pinsn, stop, files, w); });
       files.dump_process(p);
     }
-    for (auto& d : files.descs()) {
-      pb::Frame f;
-      f.set_pid(d.owner_pid());
-      *f.mutable_file() = d;
-      w.frame(f);
-    }
-    for (auto& fd : files.fds()) {
-      pb::Frame f;
-      f.set_pid(fd.pid());
-      *f.mutable_fd() = fd;
-      w.frame(f);
-    }
+    std::vector<pid_t> live;
+    for (pid_t p : tree.procs)
+      if (!tree.zombies.count(p)) live.push_back(p);
+    for (pid_t p : live) files.dump_mappings(p);
+    files.write(w);  // descriptions, the contents of deleted files and memfds, fds
     w.finish();
   } catch (const Error& e) {
     if (child > 0) {

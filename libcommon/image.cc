@@ -312,7 +312,7 @@ ImageSet ImageSet::open(const std::string& dir) {
     pb::Frame f;
     while (p->next_own(&f)) {
       if (f.has_mm()) lv.has_mm.insert(f.mm().pid() ? f.mm().pid() : f.pid());
-      if (f.has_pages() && f.pages().shmid() == 0) {
+      if (f.has_pages() && f.pages().shmid() == 0 && f.pages().file() == 0) {
         const auto& r = f.pages();
         lv.runs[r.pid()].push_back({r.addr(), r.npages(), r.has_payload() ? p->payload_offset() : 0, r.round(),
                                     r.has_payload(), r.has_digest(), r.digest()});
@@ -620,7 +620,7 @@ bool ImageSet::next(pb::Frame* f) {
     } else if (f->has_mm()) {
       block_pid_ = f->mm().pid() ? f->mm().pid() : f->pid();
       block_vmas_.assign(f->mm().vmas().begin(), f->mm().vmas().end());
-    } else if (block_pid_ && f->has_pages() && f->pages().shmid() == 0) {
+    } else if (block_pid_ && f->has_pages() && f->pages().shmid() == 0 && f->pages().file() == 0) {
       add_interval(covered_, f->pages().addr(), f->pages().addr() + uint64_t{f->pages().npages()} * kPageSize);
     } else if (block_pid_ && f->has_note() && f->note().stage() == "ck-memread") {
       const std::string& t = f->note().text();

@@ -66,6 +66,7 @@ enum class KindId {
   kFdPerfEvent,
   kFdAnonOther,
   kFdOther,
+  kFdLock,
   // mappings
   kVmaAnon,
   kVmaHeap,
@@ -89,6 +90,10 @@ enum class KindId {
   kTaskTraced,
   kTaskCgroupV2,
   kTaskCgroupV1,
+  kTaskStopped,
+  kTaskPdeathsig,
+  kTaskCwdDeleted,
+  kTaskSessionLeader,
   kCount
 };
 

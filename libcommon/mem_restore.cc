@@ -204,6 +204,26 @@ void TaskBuilder::map_vma(const pb::Vma& v) {
   uint64_t len = v.end() - v.start();
   uint32_t prot = v.prot() | PROT_READ | PROT_WRITE;  // final prot set in finish()
   bool gd = v.vmflags().find("gd") != std::string::npos;
+  // A shared file mapping may be made writable later (mprotect) only if its
+  // file was open for writing: smaps says so ("mw", VM_MAYWRITE).
+  const bool may_write = (" " + v.vmflags() + " ").find(" mw ") != std::string::npos;
+  if (v.file()) {
+    // A deleted file or memfd: the inode the restorer made for it, shared by
+    // every mapping and fd of it.
+    int ifd = R.files.inode_fd(v.file());
+    if (ifd < 0)
+      bad_input(strf("mapping %#lx-%#lx of pid %d names file description %u, whose file the image does not carry",
+                     (unsigned long)v.start(), (unsigned long)v.end(), pid, v.file()));
+    bool shared = v.flags() & MAP_SHARED;
+    int oflags = shared && (may_write || (v.prot() & PROT_WRITE)) ? O_RDWR : O_RDONLY;
+    long fd = rs->check("open", SYS_open, put_str(strf("/proc/%d/fd/%d", getpid(), ifd)), oflags | O_CLOEXEC);
+    uint32_t p = shared ? v.prot() : prot;
+    rs->check("mmap", SYS_mmap, v.start(), len, p, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, fd, v.pgoff());
+    rs->check("close", SYS_close, fd);
+    advise(v);
+    LOG_DEBUG("pid %d: mapped %#lx-%#lx %s (file %u)", pid, (unsigned long)v.start(), (unsigned long)v.end(), v.path().c_str(), v.file());
+    return;
+  }
   // One case per supported mapping kind of kinds.h: the restorability check
   // (restorable.h) let nothing else through.
   const KindId kid = kind_of(v);
@@ -233,7 +253,7 @@ void TaskBuilder::map_vma(const pb::Vma& v) {
         fail(strf("file '%s' mapped at %#lx in pid %d changed since the dump (inode, size or mtime)",
                   v.path().c_str(), (unsigned long)v.start(), pid));
       bool shared = v.kind() == pb::VMA_FILE_SHARED;
-      int oflags = shared && (v.prot() & PROT_WRITE) ? O_RDWR : O_RDONLY;
+      int oflags = shared && (may_write || (v.prot() & PROT_WRITE)) ? O_RDWR : O_RDONLY;
       long fd = rs->check("open", SYS_open, put_str(v.path()), oflags);
       uint32_t p = shared ? v.prot() : prot;
       rs->check("mmap", SYS_mmap, v.start(), len, p, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, fd, v.pgoff());
@@ -330,8 +350,18 @@ void TaskBuilder::finish_memory() {
   mm.auxv = reinterpret_cast<__u64*>(auxv_at);
   mm.auxv_size = static_cast<__u32>(std::min<size_t>(auxv.size(), 1024));
   long exe = -1;
-  if (!p.exe().empty() && p.exe().find(" (deleted)") == std::string::npos)
+  if (!p.exe().empty() && p.exe().find(" (deleted)") == std::string::npos) {
     exe = rs->check("open", SYS_open, put_str(p.exe()), O_RDONLY | O_CLOEXEC);
+  } else if (!p.exe().empty()) {
+    // A deleted binary (a daemon that lived through an upgrade): the
+    // inode made again for its text mapping.
+    for (auto& v : t.vmas)
+      if (v.file() && v.path() == p.exe() && R.files.inode_fd(v.file()) >= 0) {
+        exe = rs->check("open", SYS_open, put_str(strf("/proc/%d/fd/%d", getpid(), R.files.inode_fd(v.file()))),
+                        O_RDONLY | O_CLOEXEC);
+        break;
+      }
+  }
   mm.exe_fd = static_cast<__u32>(exe);
   uint64_t at = put(&mm, sizeof mm);
   long r = rs->syscall(SYS_prctl, PR_SET_MM, PR_SET_MM_MAP, at, sizeof mm, 0);

@@ -137,6 +137,35 @@ static Stat live_stat(pid_t pid) {
   }
 }
 
+void MemReader::set_files(const std::vector<pb::FileDesc>& descs) {
+  files_given_ = true;
+  for (const auto& d : descs)
+    if (d.kind() == pb::FILE_MEMFD || (d.kind() == pb::FILE_REG && d.deleted()))
+      files_.emplace(std::make_pair(d.dev(), d.ino()), d.id());
+}
+
+// A mapping of a deleted file or a memfd: its inode is carried with a file
+// description.  The (dev, ino) of both sides are stat() results (the maps
+// line and stat() disagree on some file systems).
+void MemReader::link_file(pid_t pid, pb::Vma& v) {
+  const std::string& p = v.path();
+  const bool memfd = v.kind() == pb::VMA_MEMFD;
+  const bool deleted = p.size() > 10 && p.compare(p.size() - 10, 10, " (deleted)") == 0;
+  const bool file = v.kind() == pb::VMA_FILE_PRIVATE || v.kind() == pb::VMA_FILE_SHARED;
+  if (!files_given_ || v.ino() == 0 || !(memfd || (file && deleted))) return;
+  struct stat st;
+  std::string mf = map_files_path(pid, v);
+  if (::stat(mf.c_str(), &st) != 0) throw_errno(strf("unable to dump mapping %s of pid %d: unable to stat it", format_vma(v).c_str(), pid));
+  auto it = files_.find({static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)});
+  if (it != files_.end()) {
+    v.set_file(it->second);
+    return;
+  }
+  if (st.st_nlink != 0 && !memfd) return;  // "x (deleted)" is its real name
+  fail(strf("unable to dump mapping %s of pid %d: its file is deleted and the stream carries no contents for it "
+            "(was ck-freeze first in the pipeline?)", format_vma(v).c_str(), pid));
+}
+
 void MemReader::dump(const std::vector<pid_t>& pids) {
   // Layouts first, so every VMA of a shared object knows who carries it.
   std::vector<std::vector<pb::Vma>> layouts;
@@ -145,7 +174,8 @@ void MemReader::dump(const std::vector<pid_t>& pids) {
     if (st.f.size() > 3 && st.f[3] == "Z") fail(strf("pid %d: has exited (zombie)", pid));
     layouts.push_back(read_vmas(pid));
     for (auto& v : layouts.back()) {
-      if (!vma_is_shmem_object(v)) continue;
+      link_file(pid, v);
+      if (!vma_is_shmem_object(v) || v.file()) continue;  // a file's pages travel with the file
       uint64_t id = shm_object_id(v);
       v.set_shmid(id);
       auto it = objects_.find(id);
@@ -212,7 +242,10 @@ void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const PagePl
     LOG_DEBUG("pid %d vma %s kind %s%s%s", pid, format_vma(v).c_str(), pb::VmaKind_Name(v.kind()).c_str(),
               v.shmid() ? strf(" shmid %#lx", (unsigned long)v.shmid()).c_str() : "",
               v.contents_elsewhere() ? " (contents elsewhere)" : "");
-    if (vma_is_shmem_object(v)) {
+    if (v.file()) {
+      // The file's own pages travel with its description; private COW
+      // copies (below) are this process's.
+    } else if (vma_is_shmem_object(v)) {
       auto it = objects_.find(v.shmid());
       if (it != objects_.end() && it->second.fd.valid()) {
         if (it->second.owner == pid && it->second.start == v.start()) {
@@ -811,12 +844,14 @@ int run_memread(const MemreadOptions& o, int in_fd, int out_fd) {
   StreamWriter w(out_fd);
   w.header(h);
   std::vector<pid_t> pids;
+  std::vector<pb::FileDesc> descs;
   if (o.pid) {
     pids = o.tree ? list_tree(o.pid) : std::vector<pid_t>{o.pid};
     write_process_frames(w, pids);
   } else {
     forward_frames(*r, w, [&](const pb::Frame& f) {
       if (f.has_header()) return false;
+      if (f.has_file()) descs.push_back(f.file());
       if (f.has_process() && !f.process().zombie() &&  // a zombie has no memory
           std::find(pids.begin(), pids.end(), static_cast<pid_t>(f.process().pid())) == pids.end())
         pids.push_back(static_cast<pid_t>(f.process().pid()));
@@ -824,6 +859,13 @@ int run_memread(const MemreadOptions& o, int in_fd, int out_fd) {
     });
   }
   MemReader m(w, o.buffer_bytes);
+  // Under ck-freeze, which records every deleted file and memfd the tree
+  // maps: each mapping of one names its description.
+  for (const auto& wr : h.writers())
+    if (wr.rfind("ck-freeze", 0) == 0) {
+      m.set_files(descs);
+      break;
+    }
   if (rd) {
     // Under ck-freeze (which serves requests only once its stream is read
     // whole): its commit confirms the round, its rollback fails it.

@@ -88,6 +88,12 @@ class MemReader {
   // order) that maps them.
   void dump(const std::vector<pid_t>& pids);
   const MemStats& stats() const { return stats_; }
+  // The deleted files and memfds whose contents the stream carries with
+  // their descriptions (from the FileDesc frames of ck-freeze): a mapping of
+  // one names it (Vma.file) and carries no pages of the file; a mapping of
+  // a deleted file that none of them is refused by name.  Without a call
+  // (ck-memread -t), such mappings are dumped as they are.
+  void set_files(const std::vector<pb::FileDesc>& descs);
   // Tests: skip PAGEMAP_SCAN and read /proc/PID/pagemap instead.
   void use_pagemap_file() { scan_ioctl_ = false; }
 
@@ -133,6 +139,7 @@ class MemReader {
   };
 
   void dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const PagePlan& plan);
+  void link_file(pid_t pid, pb::Vma& v);
   // Finds present pages of [start, end) and queues them; anon_only skips
   // file-backed (page cache) pages.
   void scan(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base, uint64_t shmid);
@@ -177,6 +184,8 @@ class MemReader {
   ScopedFd pagemap_, mem_;
   bool scan_ioctl_ = true;
   std::map<uint64_t, Object> objects_;
+  bool files_given_ = false;
+  std::map<std::pair<uint64_t, uint64_t>, uint32_t> files_;  // (dev, ino) -> FileDesc id
   std::vector<std::pair<uint64_t, uint64_t>> gone_;  // [start, end) of this process
   MemStats stats_;
   uint32_t round_ = 0;

@@ -21,7 +21,9 @@ std::vector<pid_t> list_tids(pid_t pid) {
   while (struct dirent* e = readdir(d))
     if (e->d_name[0] != '.') out.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
   closedir(d);
-  std::sort(out.begin(), out.end());
+  // The leader first (callers take threads[0] for it), the rest in order:
+  // sorting alone would put a thread whose tid wrapped past pid_max first.
+  std::sort(out.begin(), out.end(), [pid](pid_t a, pid_t b) { return (a == pid) != (b == pid) ? a == pid : a < b; });
   return out;
 }
 

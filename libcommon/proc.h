@@ -9,7 +9,7 @@
 
 namespace ck {
 
-std::vector<pid_t> list_tids(pid_t pid);       // /proc/PID/task
+std::vector<pid_t> list_tids(pid_t pid);       // /proc/PID/task, the leader first
 std::vector<pid_t> list_children(pid_t pid);   // every thread's children
 bool pid_alive(pid_t pid);
 // The state letter of /proc/PID[/task/TID]/stat ('R', 'S', 'Z', ...), or 0

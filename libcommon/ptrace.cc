@@ -29,7 +29,8 @@ void seize_thread(pid_t tid) {
   if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) throw_errno(strf("unable to interrupt thread %d", tid));
 }
 
-bool wait_interrupt_stop(pid_t tid) {
+bool wait_interrupt_stop(pid_t tid, int* group_stop) {
+  if (group_stop) *group_stop = 0;
   for (;;) {
     int st;
     pid_t r = waitpid(tid, &st, __WALL);
@@ -40,7 +41,10 @@ bool wait_interrupt_stop(pid_t tid) {
     if (WIFEXITED(st) || WIFSIGNALED(st)) return false;
     if (!WIFSTOPPED(st)) continue;
     int event = st >> 16;
-    if (event == PTRACE_EVENT_STOP) return true;
+    if (event == PTRACE_EVENT_STOP) {
+      if (group_stop && WSTOPSIG(st) != SIGTRAP) *group_stop = WSTOPSIG(st);
+      return true;
+    }
     if (event != 0) {  // another event: go on
       ptrace(PTRACE_CONT, tid, 0, 0);
       continue;

@@ -19,8 +19,10 @@ namespace ck {
 void seize_thread(pid_t tid);
 // Waits for tid's interrupt stop.  Signal-delivery stops met on the way are
 // passed on to the thread (as if nobody was looking) and waited past.
-// Returns false if the thread exited.
-bool wait_interrupt_stop(pid_t tid);
+// Returns false if the thread exited.  group_stop (if given) is set to the
+// signal of the group stop the thread is in (^Z, SIGSTOP: a seized thread
+// of a stopped process reports it instead of SIGTRAP), 0 if none.
+bool wait_interrupt_stop(pid_t tid, int* group_stop = nullptr);
 void detach_thread(pid_t tid, int sig = 0);
 
 user_regs_struct get_regs(pid_t tid);

@@ -182,6 +182,14 @@ void RestoreCheck::layout(uint32_t pid, const pb::MemLayout& mm) {
     const KindId id = kind_of(v);
     if (kind(id).support != Support::kSupported)
       refuse_kind(id, strf("unable to %s mapping %s of pid %u", verb_, describe(v).c_str(), pid));
+    // A deleted file or memfd is mapped from the inode its description
+    // carries (Vma.file); without one ck-restore would look for the path.
+    if (v.file() && !file_with_contents(v.file()))
+      bad_input(strf("pid %u: mapping %s names file description %u, which carries no file contents", pid,
+                     describe(v).c_str(), v.file()));
+    if (!v.file() && (id == KindId::kVmaFileDeleted || id == KindId::kVmaMemfd))
+      refuse_kind(id, strf("unable to %s mapping %s of pid %u", verb_, describe(v).c_str(), pid),
+                  "the stream carries no contents for its file (was ck-freeze first in the pipeline?)");
     if (v.end() <= v.start() || v.start() % kPageSize || v.end() % kPageSize || v.start() < last_end)
       bad_input(strf("pid %u: mapping %s is empty, unaligned or out of order", pid, describe(v).c_str()));
     last_end = v.end();
@@ -197,8 +205,22 @@ void RestoreCheck::layout(uint32_t pid, const pb::MemLayout& mm) {
     if (kind_of(v) == KindId::kVmaSharedAnon && !shm_size_.count(v.shmid())) shm_size_[v.shmid()] = shm_seen_[v.shmid()];
 }
 
+const pb::FileDesc* RestoreCheck::file_with_contents(uint32_t id) const {
+  for (const auto& d : descs_)
+    if (d.id() == id && (d.kind() == pb::FILE_MEMFD || (d.kind() == pb::FILE_REG && d.deleted()))) return &d;
+  return nullptr;
+}
+
 void RestoreCheck::pages(const pb::PageRun& run) {
   const uint64_t len = uint64_t{run.npages()} * kPageSize;
+  if (run.file()) {  // contents of a deleted file or memfd, after its description
+    const pb::FileDesc* d = file_with_contents(run.file());
+    const uint64_t size = d ? (d->size() + kPageSize - 1) / kPageSize * kPageSize : 0;
+    if (!d || layouts_ || run.addr() % kPageSize || run.addr() + len < run.addr() || run.addr() + len > size)
+      bad_input(strf("page run for file %u at offset %#llx (%u pages): no deleted file or memfd described before "
+                     "it, or outside it", run.file(), static_cast<unsigned long long>(run.addr()), run.npages()));
+    return;
+  }
   if (run.shmid()) {
     auto it = shm_size_.find(run.shmid());
     if (it == shm_size_.end() || run.addr() + len > it->second || run.addr() + len < run.addr())

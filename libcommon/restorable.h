@@ -83,6 +83,7 @@ class RestoreCheck : public FrameInspector {
   void layouts_begin();
   void layout(uint32_t pid, const pb::MemLayout& mm);
   void pages(const pb::PageRun& run);
+  const pb::FileDesc* file_with_contents(uint32_t id) const;  // a deleted file or memfd described so far
   bool in_pipeline(const char* stage) const;
   std::string fd_subject(const pb::FileDesc& d) const;
   void cgroup_v1(const pb::Process& p);

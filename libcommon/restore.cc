@@ -58,6 +58,7 @@ namespace ck {
 
 Restorer::~Restorer() {
   if (go_w >= 0) ::close(go_w);
+  if (proxy_w >= 0) ::close(proxy_w);
   if (committed) return;
   for (pid_t p : created) ::kill(p, SIGKILL);
   for (pid_t p : created) LOG_DEBUG("killed restored pid %d", p);
@@ -141,6 +142,26 @@ void report_ready(pid_t pid, int report_fd) {
   _exit(WEXITSTATUS(st));  // (a signal that does not kill: checked by the restorer)
 }
 
+// The dumped process was in a group stop (^Z, SIGSTOP): the helper enters
+// one now, before the restorer seizes it.  The kernel keeps a group stop
+// across ptrace: once the restored task is let go, it is stopped again
+// before it runs a single instruction or takes any of its pending signals,
+// and SIGCONT (fg, bg, kill -CONT) continues it as it would have.  The
+// stop is by the dumped signal (dispositions are all default here) unless
+// the kernel drops it (SIGTSTP, SIGTTIN, SIGTTOU in an orphaned process
+// group), then by SIGSTOP.
+void stop_self(int sig) {
+  if (sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    sigprocmask(SIG_UNBLOCK, &one, nullptr);
+    raise(sig);  // stops here, unless dropped
+    sigprocmask(SIG_BLOCK, &one, nullptr);
+  }
+  raise(SIGSTOP);
+}
+
 [[noreturn]] void helper(Restorer& R, pid_t pid, int report_fd) {
   Task& t = R.tasks[pid];
   prctl(PR_SET_PDEATHSIG, SIGKILL);  // the restorer dies: so do we (reset at the end)
@@ -201,6 +222,7 @@ void report_ready(pid_t pid, int report_fd) {
   report_ready(pid, report_fd);
   ::close(report_fd);
   (void)rc;
+  if (t.proc.stop_signal()) stop_self(t.proc.stop_signal());
   for (;;) pause();
 }
 
@@ -241,6 +263,32 @@ void report_ready(pid_t pid, int report_fd) {
     if (p < 0) _exit(0);
     if (p == R.root) _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
   }
+}
+
+// -d: the root's parent while it is restored (see Restorer::proxy).  It
+// dies with the restorer, and the root (until its dumped parent-death
+// signal is set) with it.
+[[noreturn]] void proxy_parent(Restorer& R, int report_fd, int proxy_r) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  ::close(R.proxy_w);
+  struct clone_args a = {};
+  pid_t want = R.root;
+  a.set_tid = reinterpret_cast<uint64_t>(&want);
+  a.set_tid_size = 1;
+  a.exit_signal = SIGCHLD;
+  long r = clone3_raw(&a);
+  if (r == 0) helper(R, R.root, report_fd);
+  if (r < 0) {
+    dprintf(2, "ck-restore: unable to create pid %d: %s\n", R.root, strerror(errno));
+    _exit(70);
+  }
+  ::syscall(SYS_close_range, 0, static_cast<unsigned>(proxy_r) - 1, 0);
+  ::syscall(SYS_close_range, static_cast<unsigned>(proxy_r) + 1, ~0u, 0);
+  prctl(PR_SET_NAME, "ck-parent");
+  char c;
+  while (::read(proxy_r, &c, 1) < 0 && errno == EINTR) {
+  }
+  _exit(0);
 }
 
 // --pidns: the outer tid of every thread, from the NSpid lines in /proc.
@@ -314,23 +362,52 @@ void create_tasks(Restorer& R) {
     ::close(gp[0]);
     R.go_w = gp[1];
   }
+  int proxy_r = -1;
+  if (R.use_proxy) {
+    int pp[2];
+    if (pipe2(pp, O_CLOEXEC) != 0) throw_errno("unable to create a pipe");
+    proxy_r = fcntl(pp[0], F_DUPFD_CLOEXEC, R.files.next_free());
+    ::close(pp[0]);
+    R.proxy_w = pp[1];
+  }
   struct clone_args a = {};
   pid_t want = R.root;
   a.exit_signal = SIGCHLD;
   if (R.pidns) {
     a.flags = CLONE_NEWPID;  // our init, pid 1 inside
-  } else {
+  } else if (proxy_r < 0) {
     a.set_tid = reinterpret_cast<uint64_t>(&want);
+    a.set_tid_size = 1;
+  }
+  // The proxy takes a pid that no task of the image needs: one left to
+  // chance (the next the kernel hands out) could be one of theirs.
+  pid_t proxy_pid = 0;
+  if (proxy_r >= 0) {
+    int pid_max = std::atoi(read_file("/proc/sys/kernel/pid_max").c_str());
+    std::set<pid_t> needed;
+    for (auto& [pid, t] : R.tasks) {
+      needed.insert(pid);
+      for (auto& th : t.threads) needed.insert(static_cast<pid_t>(th.tid()));
+    }
+    for (proxy_pid = pid_max - 1; proxy_pid > 300; --proxy_pid)
+      if (!needed.count(proxy_pid) && ::kill(proxy_pid, 0) != 0 && errno == ESRCH) break;
+    a.set_tid = reinterpret_cast<uint64_t>(&proxy_pid);
     a.set_tid_size = 1;
   }
   long r = clone3_raw(&a);
   if (r == 0) {
     ::close(rp[0]);
     if (R.pidns) pidns_init(R, report_w, go_r);
+    if (proxy_r >= 0) proxy_parent(R, report_w, proxy_r);
     helper(R, R.root, report_w);
+  }
+  if (proxy_r >= 0) {
+    ::close(proxy_r);
+    if (r > 0) R.proxy = static_cast<pid_t>(r);
   }
   ::close(report_w);
   if (go_r >= 0) ::close(go_r);
+  if (r < 0 && proxy_r >= 0) throw_errno(strf("unable to create the root's parent for the restore (pid %d)", proxy_pid));
   if (r < 0) throw_errno(strf(R.pidns ? "unable to create a pid namespace" : "unable to create pid %d", R.root));
   if (R.pidns) R.init = static_cast<pid_t>(r);
   R.created.insert(static_cast<pid_t>(r));
@@ -394,9 +471,11 @@ static int wait_for(pid_t child, int flags) {
 
 // --shell-job, before the tree runs: the root's job goes back to the
 // foreground of the caller's terminal if it was in the foreground of its
-// own at dump time (and the caller is in the foreground now), with the
-// terminal settings it had.  A job dumped in the background stays there.
-// Returns the process group given the terminal, 0 if none.
+// own at dump time, running (a job stopped with ^Z was not: its shell had
+// the terminal back), and the caller is in the foreground now, with the
+// terminal settings it had.  A job dumped in the background or stopped
+// stays in the background.  Returns the job's process group when it has
+// one of its own (its leader is in the tree), else 0 (it is ck-restore's).
 static pid_t shell_job_foreground(Restorer& R, ShellTerminal& term) {
   const pb::Process& p = R.tasks[R.root].proc;
   const pb::FileDesc* tty = nullptr;
@@ -406,17 +485,18 @@ static pid_t shell_job_foreground(Restorer& R, ShellTerminal& term) {
   if (tty && tty->winsize().size() == sizeof now && ::ioctl(term.fd(), TIOCGWINSZ, &now) == 0 &&
       std::memcmp(&now, tty->winsize().data(), sizeof now) != 0)
     R.winch = true;  // told after it runs, as a terminal that was resized would
-  if (p.tty_nr() == 0 || p.tty_pgrp() <= 0 || static_cast<uint32_t>(p.tty_pgrp()) != p.pgid()) return 0;
-  // Its group is recreated only if its leader is in the tree; else it is ours.
-  const pid_t pgrp = R.tasks.count(static_cast<pid_t>(p.pgid())) ? R.outer(static_cast<pid_t>(p.pgid())) : ::getpgrp();
-  term.give(pgrp, tty ? tty->termios() : std::string());
-  return term.given() ? pgrp : 0;
+  const pid_t pgrp = R.tasks.count(static_cast<pid_t>(p.pgid())) ? R.outer(static_cast<pid_t>(p.pgid())) : 0;
+  if (p.tty_nr() == 0 || p.tty_pgrp() <= 0 || static_cast<uint32_t>(p.tty_pgrp()) != p.pgid() || p.stop_signal())
+    return pgrp;
+  term.give(pgrp ? pgrp : ::getpgrp(), tty ? tty->termios() : std::string());
+  return pgrp;
 }
 
-// Waits for the root as a shell waits for a foreground job: if the job
-// stops (^Z), the terminal comes back and ck-restore stops too, so the
-// caller's shell sees a stopped job; continued, it hands the terminal (if
-// it has it) and SIGCONT on.  ^C and ^\ are the job's to take.
+// Waits for the root as a shell waits for a job: if the job stops (^Z,
+// SIGTTIN; or it was restored stopped), the terminal comes back and
+// ck-restore stops too, so the caller's shell sees a stopped job;
+// continued (fg, bg), it hands the terminal on (if it has it: fg) and
+// SIGCONT.  ^C and ^\ are the job's to take.
 static int wait_shell_job(pid_t child, pid_t job, ShellTerminal& term) {
   ::signal(SIGINT, SIG_IGN);
   ::signal(SIGQUIT, SIG_IGN);
@@ -470,6 +550,7 @@ int restore_tree(const RestoreOptions& o) {
   Restorer R;
   R.sock.set_unlock_on_failure(o.unlock_on_failure);
   R.pidns = o.pidns;
+  R.use_proxy = o.detach && !o.pidns;
   if (o.shell_job) {
     // ck-restore sees the job stop only if the root is its own child, which
     // under --pidns it is not (ck-init's): ^Z would leave the terminal stuck.
@@ -513,6 +594,8 @@ int restore_tree(const RestoreOptions& o) {
         break;
       case pb::Frame::kFile:
         R.descs.push_back(f.file());
+        // A deleted file or memfd is made now: its contents come next.
+        if (!created) R.files.prepare(R.descs.back());
         break;
       case pb::Frame::kFd:
         R.fds.push_back(f.fd());
@@ -534,6 +617,21 @@ int restore_tree(const RestoreOptions& o) {
       case pb::Frame::kPages: {
         const pb::PageRun& run = f.pages();
         uint64_t len = uint64_t{run.npages()} * kPage;
+        if (run.file()) {  // contents of a deleted file or memfd
+          if (!run.has_payload()) {
+            R.files.write_contents(run, nullptr, len, 0);
+          } else if (const char* in_place = src->payload_in_place(len)) {
+            R.files.write_contents(run, in_place, len, 0);
+          } else {
+            for (uint64_t off = 0; off < len;) {
+              size_t n = std::min<uint64_t>(buf.size(), len - off);
+              src->read_payload(buf.data(), n);
+              R.files.write_contents(run, buf.data(), n, off);
+              off += n;
+            }
+          }
+          break;
+        }
         // Where a run goes was checked: inside its object, or inside the
         // layout it follows.
         if (run.shmid()) {
@@ -586,7 +684,9 @@ int restore_tree(const RestoreOptions& o) {
   }
   check.end();  // a layout for every process, the state every socket needs
   if (mm) done.push_back(std::move(mm));
-  for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish_memory(); b->finish_task(); });
+  for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish_memory(); });
+  for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish_task(); });
+  R.files.release_inodes();  // mapped, entered: the tasks hold them now
   if (!R.cgroups.empty()) {  // every task into its cgroup before it runs
     CgroupRestoreOptions co;
     co.cgroup_root = o.cgroup_root;
@@ -604,6 +704,15 @@ int restore_tree(const RestoreOptions& o) {
       }
     });
   }
+  if (R.proxy) {  // the root gets the parent it keeps before its parent-death signal
+    for (auto& b : done)
+      if (b->pid == R.root) b->clear_pdeathsig();
+    ::close(R.proxy_w);
+    R.proxy_w = -1;
+    wait_for(R.proxy, 0);
+    R.created.erase(R.proxy);
+  }
+  for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish_registers(); });
   const pid_t job = o.shell_job ? shell_job_foreground(R, term) : 0;
   with_context("restoring sockets", [&] { R.sock.finish(); });  // repair off, locks lifted: the tree runs next
   for (pid_t tid : R.seized) detach_thread(tid);

@@ -67,6 +67,14 @@ struct Restorer {
   bool pidns = false;
   pid_t init = 0;
   int go_w = -1;  // init waits on this: a byte once the tree runs, EOF if the restore failed
+  // -d without --pidns: the root's parent while it is restored is a
+  // process of ours that ends before the root's parent-death signal is
+  // set, so the root has the parent it keeps (the reaper, as once
+  // ck-restore exits) when the signal is armed.  It ends at EOF on
+  // proxy_w (or when the restorer dies).
+  bool use_proxy = false;
+  pid_t proxy = 0;
+  int proxy_w = -1;
   std::map<pid_t, pid_t> outer_of;
   pid_t outer(pid_t inner) const {
     if (!pidns) return inner;
@@ -117,6 +125,11 @@ struct TaskBuilder {
   void finish_memory();
   // task_restore.cc
   void finish_task();
+  // The end, once the task has the parent it keeps: its parent-death
+  // signal (after the credentials, whose change clears it), the
+  // trampoline unmapped, every thread's registers, XSAVE and mask.
+  void finish_registers();
+  void clear_pdeathsig();  // the helper's "die with the restorer", before its parent goes
 
   uint64_t put(const void* data, size_t len);  // into the scratch area
   uint64_t put_str(const std::string& s);

@@ -117,6 +117,11 @@ struct Dump {
         return known->second;
       }
       d = files.descs().at(fid - 1);
+      // Their contents travel as page runs after the description, which
+      // only ck-freeze writes.
+      if (d.kind() == pb::FILE_MEMFD || (d.kind() == pb::FILE_REG && d.deleted()))
+        fail(strf("unable to dump a file in flight in %s (%s '%s'): deleted files and memfds in flight are not supported",
+                  where.c_str(), d.kind() == pb::FILE_MEMFD ? "memfd" : "deleted file", d.path().c_str()));
       d.set_id(next_id - 1);
       files_id[fid] = d.id();
     }

@@ -40,6 +40,8 @@ std::string describe_run(const pb::PageRun& run) {
   if (run.shmid())
     return strf("pid %u, shared object %#" PRIx64 " at offset %#" PRIx64 " (%u pages)", run.pid(), run.shmid(),
                 run.addr(), run.npages());
+  if (run.file())
+    return strf("pid %u, file %u at offset %#" PRIx64 " (%u pages)", run.pid(), run.file(), run.addr(), run.npages());
   return strf("pid %u at %#" PRIx64 " (%u pages)", run.pid(), run.addr(), run.npages());
 }
 

@@ -2,13 +2,16 @@
 // payloads after PageRun frames, a trailer with counts and a checksum.
 // See man/ck-stream.5.
 //
-// Format 1.3 (what every writer writes): a pre-dump round names itself and
-// the round it was computed against in its header (Header.round).  1.2 is
-// 1.1 with records that change what ck-restore does (FileDesc.external, the
-// socket_* description, Process.cgroup_v1).  1.1 and later: each payload
-// carries its own ck64 digest in its PageRun frame, and the trailer checksum
-// covers everything but the payloads.  1.0 streams (no digests, payloads in
-// the trailer sum) are still read and verified.
+// Format 1.4 (what every writer writes) is 1.3 with the contents of
+// deleted files and memfds as page runs (PageRun.file), their inodes'
+// owner, times and seals, locks, stop signals and removed cwd/root
+// directories.  1.3: a pre-dump round names itself and the round it was
+// computed against in its header (Header.round).  1.2 is 1.1 with records
+// that change what ck-restore does (FileDesc.external, the socket_*
+// description, Process.cgroup_v1).  1.1 and later: each payload carries its
+// own ck64 digest in its PageRun frame, and the trailer checksum covers
+// everything but the payloads.  1.0 streams (no digests, payloads in the
+// trailer sum) are still read and verified.
 //
 // Both ends keep memory bounded: frames are at most kMaxFrame bytes and page
 // payloads move in caller-sized pieces, never whole.
@@ -28,7 +31,7 @@ namespace ck {
 
 constexpr char kMagic[8] = {'\x89', 'C', 'K', 'S', 'T', 'R', 'M', '\n'};
 constexpr uint32_t kMajor = 1;
-constexpr uint32_t kMinor = 3;
+constexpr uint32_t kMinor = 4;
 constexpr uint32_t kMaxFrame = 16u << 20;
 constexpr uint32_t kPageSize = 4096;
 extern const char* const kVersion;  // "0.1"
@@ -42,7 +45,8 @@ pb::Header make_header(const std::string& tool);
 inline bool has_digests(const pb::Header& h) { return h.major() > 1 || (h.major() == 1 && h.minor() >= 1); }
 
 // A page run as messages name it: "pid 123 at 0x7f0000000000 (16 pages)",
-// or "pid 123, shared object 0x2a at offset 0x4000 (16 pages)".
+// "pid 123, shared object 0x2a at offset 0x4000 (16 pages)", or "pid 123,
+// file 4 at offset 0x4000 (16 pages)" (contents of a deleted file).
 std::string describe_run(const pb::PageRun& run);
 
 // A read buffer in front of a byte source, shared by the stream reader and

@@ -4,6 +4,7 @@
 // credentials) and, last, every thread's registers, XSAVE and mask.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -104,14 +105,23 @@ void TaskBuilder::finish_task() {
   }
   rs->check("umask", SYS_umask, p.umask());
   if (p.personality()) rs->check("personality", SYS_personality, p.personality());
-  if (!p.cwd().empty()) rs->check("chdir", SYS_chdir, put_str(p.cwd()));
+  // A removed cwd: the directory the restorer made again (and removed
+  // again) for it, entered through the restorer's fd on it.
+  if (p.cwd_desc()) {
+    int dfd = R.files.inode_fd(p.cwd_desc());
+    if (dfd < 0) bad_input(strf("pid %d: its cwd names file description %u, which is no removed directory of the image", pid, p.cwd_desc()));
+    rs->check("chdir", SYS_chdir, put_str(strf("/proc/%d/fd/%d", getpid(), dfd)));
+  } else if (!p.cwd().empty()) {
+    rs->check("chdir", SYS_chdir, put_str(p.cwd()));
+  }
   if (p.pgid() != static_cast<uint32_t>(pid) && p.pgid() && R.tasks.count(static_cast<pid_t>(p.pgid())))
     rs->syscall(SYS_setpgid, 0, p.pgid());
-  // Its zombie children were made to exit while the tree was created,
-  // which queued a SIGCHLD the dumped task did not have: drop it (one
-  // that was pending at dump time is queued again just below).
+  // Its zombie children were made to exit, and its stopped children to
+  // stop, while the tree was created, which queued a SIGCHLD the dumped
+  // task did not have: drop it (one that was pending at dump time is
+  // queued again just below).
   bool zombie_children = false;
-  for (pid_t c : t.children) zombie_children |= R.tasks[c].proc.zombie();
+  for (pid_t c : t.children) zombie_children |= R.tasks[c].proc.zombie() || R.tasks[c].proc.stop_signal() != 0;
   if (zombie_children) {
     struct {
       uint64_t mask;
@@ -126,13 +136,35 @@ void TaskBuilder::finish_task() {
     std::memcpy(&info, si.raw().data(), std::min(sizeof info, si.raw().size()));
     rs->check("rt_sigqueueinfo", SYS_rt_sigqueueinfo, pid, info.si_signo, put(&info, sizeof info));
   }
-  rs->check("prctl", SYS_prctl, PR_SET_PDEATHSIG, static_cast<uint64_t>(p.pdeath_sig()));
   for (auto& rl : p.rlimits()) {
     struct rlimit r2 = {rl.cur(), rl.max()};
     if (prlimit(opid, static_cast<__rlimit_resource>(rl.resource()), &r2, nullptr) != 0)
       LOG_WARN("pid %d: unable to set rlimit %u: %s", pid, rl.resource(), strerror(errno));
   }
   if (p.child_subreaper()) rs->check("prctl", SYS_prctl, PR_SET_CHILD_SUBREAPER, 1);
+  // POSIX locks and leases, taken by the task itself: nothing opens or
+  // closes a file in it after this (closing any fd of a file would drop
+  // its POSIX locks), and a lease signals the one who set it.
+  for (const auto& tl : R.files.task_locks(pid)) {
+    int cmd;
+    struct flock fl;
+    long arg;
+    FileRestorer::lock_call(tl.lock, &cmd, &fl, &arg);
+    long r = cmd == F_SETLEASE ? rs->syscall(SYS_fcntl, tl.lock.fd(), cmd, static_cast<uint64_t>(arg))
+                               : rs->syscall(SYS_fcntl, tl.lock.fd(), cmd, put(&fl, sizeof fl));
+    if (r == -EAGAIN || r == -EACCES) fail("unable to take the " + tl.what + " again: another process holds a lock in its way");
+    if (r < 0) throw_errno("unable to take the " + tl.what + " again", static_cast<int>(-r));
+    LOG_DEBUG("took the %s", tl.what.c_str());
+  }
+  // Its root, last of what names paths (every path after a chroot is
+  // looked up under the new root).
+  if (p.root_desc()) {
+    int dfd = R.files.inode_fd(p.root_desc());
+    if (dfd < 0) bad_input(strf("pid %d: its root names file description %u, which is no removed directory of the image", pid, p.root_desc()));
+    rs->check("chroot", SYS_chroot, put_str(strf("/proc/%d/fd/%d", getpid(), dfd)));
+  } else if (!p.root().empty() && p.root() != "/") {
+    rs->check("chroot", SYS_chroot, put_str(p.root()));
+  }
   bool same_creds = p.has_creds() && p.creds().SerializeAsString() == R.own_creds.SerializeAsString();
   // Per-thread state, each thread doing its own part.
   for (auto& th : t.threads) {
@@ -170,6 +202,16 @@ void TaskBuilder::finish_task() {
   }
   // setresuid and friends reset the dumpable flag; put the dumped one back.
   if (p.dumpable()) rs->check("prctl", SYS_prctl, PR_SET_DUMPABLE, static_cast<uint64_t>(p.dumpable()));
+}
+
+void TaskBuilder::clear_pdeathsig() { rs->check("prctl", SYS_prctl, PR_SET_PDEATHSIG, 0); }
+
+void TaskBuilder::finish_registers() {
+  // The parent-death signal fires when the parent *thread* exits, and a
+  // change of euid, egid, fsuid or fsgid clears it: so it is set now, after
+  // the credentials, once the task has the parent it keeps (a restored
+  // parent, ck-restore waiting for the root, or the reaper under -d).
+  rs->check("prctl", SYS_prctl, PR_SET_PDEATHSIG, static_cast<uint64_t>(t.proc.pdeath_sig()));
   // The trampoline goes last: one munmap of the page the syscall runs from.
   // It returns into the page being removed, but the registers are replaced
   // before the thread runs again.

@@ -10,7 +10,7 @@ VOLATILE = {
     "header": {"created_ns"},
     "process": {"start_brk"},  # kept below; nothing time-like in it besides itimers/timers
     "thread": {"gpregs", "xsave", "pending"},
-    "file": {"timer_value_ns", "timer_ticks", "ino", "pipe_id", "dev", "mtime_ns", "size"},
+    "file": {"timer_value_ns", "timer_ticks", "ino", "pipe_id", "dev", "mtime_ns", "atime_ns", "size"},
 }
 
 
@@ -36,7 +36,7 @@ def load(path):
         kind = next(k for k in f if k != "pid")
         body = dict(f[kind])
         if kind == "pages":
-            body = {k: body.get(k) for k in ("pid", "addr", "npages", "shmid")}
+            body = {k: body.get(k) for k in ("pid", "addr", "npages", "shmid", "file")}
         if kind == "socket":
             body.pop("netns", None)
             if "unix_sk" in body:

@@ -73,6 +73,15 @@ elif kind in vmas:
   if not mms or any(int(v["start"]) < (1 << 32) + 4096 and int(v["end"]) > (1 << 32) for v in mms[0]["vmas"]):
     sys.exit("kinds_inject: no layout, or 4 GiB is taken")
   v = dict(dict(start=str(1 << 32), end=str((1 << 32) + 4096), prot=3, flags=2), **vmas[kind])
+  if kind in ("vma.file.deleted", "vma.memfd"):
+    # mapped from the inode a description carries (as ck-freeze records it):
+    # the first description becomes that deleted file or memfd
+    files = [f["frame"] for f in d["frames"] if "file" in f["frame"]]
+    fr = files[0]
+    keep = {k: fr["file"][k] for k in ("id", "owner_pid", "owner_fd", "flags") if k in fr["file"]}
+    fr["file"] = dict(keep, kind="FILE_MEMFD" if kind == "vma.memfd" else "FILE_REG", deleted=True, size="4096",
+                      path="x" if kind == "vma.memfd" else "/dev/shm/sem.x")
+    v["file"] = fr["file"]["id"]
   mms[0]["vmas"] = sorted(mms[0]["vmas"] + [v], key=lambda x: int(x["start"]))
 else:
   sys.exit(0)  # a task kind: no record in a stream (ck-freeze refuses it, or it is a field)

@@ -43,6 +43,16 @@ start_wl() {
   wait_line "$T/$name.out" '^READY' 20
 }
 
+# start_prog PROG [ARGS...]: runs tests/programs/PROG (python3) as start_wl
+# runs a workload: output in $T/PROG.out, new session, $WRAP, READY, WPID.
+start_prog() {
+  local name=$1; shift
+  only_std setsid ${WRAP:-} python3 "$CK_TOP/tests/programs/$name" "$@" > "$T/$name.out" 2>&1 < /dev/null &
+  WPID=$!
+  PIDS+=("$WPID")
+  wait_line "$T/$name.out" '^READY' 20
+}
+
 # start_py_counter SETUP: runs python3 with the SETUP lines (which open the
 # resource a test is about: a socket, a pty...) and then a loop that writes
 # a growing counter into $T/n every 10 ms, in a new session; sets WPID and
@@ -130,6 +140,7 @@ proc_state() {
       split($1, a, "-"); path = $6; for (i = 7; i <= NF; i++) path = path " " $i;
       if (path ~ /^\[(vvar|vvar_vclock|vdso)\]$/ || path !~ /^\[/) key = $2 " " $4 " " $5 " " path; else key = $2 " " $4 " " $5 " " path;
       if ($4 == "00:01") key = $2 " " $4 " shmem " path;  # a new shmem object: its inode differs
+      if (path ~ / \(deleted\)$/) key = $2 " " $4 " deleted " path;  # made again: a new inode
       if (a[1] == end && key == lastkey) { end = a[2]; next }
       if (lastkey != "") print start "-" end " " lastkey;
       start = a[1]; end = a[2]; lastkey = key

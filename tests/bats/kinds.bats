@@ -73,12 +73,20 @@ walk() {
   else
     hold "$k" "$d"
   fi
+  local kids
+  kids=$(cat /proc/"$HPID"/task/*/children 2>/dev/null)
   out=$(ck-dump -t "$HPID" -D "$d/img" 2>&1)
   local rc=$?
   case $st in
     supported|needs-state)  # needs-state: its stage is in every dump's pipeline
       [ "$rc" = 0 ] || { echo "$k: the dump failed: $out"; return 1; }
       gone "$HPID"
+      # its children too, reaped by whoever inherited them (a killed
+      # stopped child is a zombie for a moment): their pids are restored
+      local c i
+      for c in $kids; do
+        for ((i = 0; i < 250; i++)); do [ -e /proc/"$c" ] || break; sleep 0.02; done
+      done
       if [ "$k" = fd.tty ]; then
         only_std setsid script -qfec "ck-restore --shell-job -D '$d/img' 2> '$d/restore.err'" /dev/null < /dev/null > /dev/null 2>&1 &
         PIDS+=("$!")

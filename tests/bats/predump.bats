@@ -113,7 +113,7 @@ restore_check() {  # restore_check DIR [PID...]: restore, check every pid given 
   assert_line "incremental:   no"
   assert_line --regexp "^round: +4 of dump [0-9a-f]{16}$"
   run ck-store ls -D "$T/4"
-  assert_line --index 0 --regexp "format 1.3, root pid $WPID, round 4 of dump [0-9a-f]{16}, read through a chain of 4 images, [0-9]+ frames, [0-9]+ page bytes$"
+  assert_line --index 0 --regexp "format 1.4, root pid $WPID, round 4 of dump [0-9a-f]{16}, read through a chain of 4 images, [0-9]+ frames, [0-9]+ page bytes$"
   assert_line --index 3 --regexp "^parent 3: $T/1 \(round 1 of dump [0-9a-f]{16}\)$"
   run ck-crit show -D "$T/4"
   assert_success
@@ -124,7 +124,7 @@ restore_check() {  # restore_check DIR [PID...]: restore, check every pid given 
   ck-store get -D "$T/4" > "$T/flat.ck"
   run ck-crit info < "$T/flat.ck"
   assert_success
-  assert_line "format:        1.3"
+  assert_line "format:        1.4"
   restore_check "$T/4"
 }
 

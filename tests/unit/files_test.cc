@@ -41,7 +41,8 @@ enum {
   kInotify = 17, kMemfd = 18, kDeleted = 19, kAppend = 20, kOffset = 21, kFifoR = 22, kFifoW = 23,
   kOffsetDup = 24, kShared = 25, kDir = 26,
 };
-constexpr size_t kPipeBytes = 3000, kFifoBytes = 100, kMemfdBytes = 1 << 20;
+constexpr size_t kPipeBytes = 3000, kFifoBytes = 100, kMemfdBytes = 1 << 20, kMemfdHoleEnd = 3 << 20;
+constexpr time_t kDeletedMtime = 1000000000;  // 2001
 constexpr int kReport = 500, kHold = 501;  // kept through install()
 const char kDeletedText[] = "contents of a deleted file";
 
@@ -105,11 +106,16 @@ void setup_state() {
   std::string m(kMemfdBytes, 0);
   for (size_t i = 0; i < m.size(); ++i) m[i] = static_cast<char>(pat(i, 3));
   must(write(kMemfd, m.data(), m.size()) == static_cast<ssize_t>(m.size()), "memfd write");
+  // A hole from 1 MiB to 3 MiB, then one more page of data.
+  must(pwrite(kMemfd, m.data(), 4096, kMemfdHoleEnd) == 4096, "memfd write after the hole");
+  must(fchmod(kMemfd, 0751) == 0, "memfd chmod");
   must(fcntl(kMemfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) == 0, "seals");
   lseek(kMemfd, 4096, SEEK_SET);
   std::string del = scratch + "/deleted";
   at(open(del.c_str(), O_CREAT | O_RDWR, 0640), kDeleted);
   must(write(kDeleted, kDeletedText, sizeof kDeletedText) == sizeof kDeletedText, "deleted write");
+  struct timespec times[2] = {{kDeletedMtime - 5, 0}, {kDeletedMtime, 123}};
+  must(futimens(kDeleted, times) == 0, "deleted futimens");
   unlink(del.c_str());
   lseek(kDeleted, 5, SEEK_SET);
   std::string app = scratch + "/append";
@@ -213,14 +219,28 @@ void verify_main() {
   expect(link == "/memfd:ck-test (deleted)", "memfd name " + link);
   expect(pos_of(kMemfd) == 4096, "memfd pos");
   expect(fcntl(kMemfd, F_GET_SEALS) == (F_SEAL_SHRINK | F_SEAL_GROW), "memfd seals");
-  std::string m(kMemfdBytes + 1, 0);
+  std::string m(kMemfdBytes, 0);
   expect(pread(kMemfd, m.data(), m.size(), 0) == static_cast<ssize_t>(kMemfdBytes), "memfd size");
   same = true;
   for (size_t i = 0; i < kMemfdBytes; ++i) same &= static_cast<unsigned char>(m[i]) == pat(i, 3);
   expect(same, "memfd contents");
+  expect(lseek(kMemfd, 0, SEEK_HOLE) == static_cast<off_t>(kMemfdBytes) &&
+             lseek(kMemfd, kMemfdBytes, SEEK_DATA) == static_cast<off_t>(kMemfdHoleEnd),
+         "memfd hole");
+  expect(fstat(kMemfd, &st) == 0 && st.st_size == static_cast<off_t>(kMemfdHoleEnd + 4096) && (st.st_mode & 07777) == 0751,
+         "memfd size and mode");
+  expect(pread(kMemfd, m.data(), 4096, kMemfdHoleEnd) == 4096, "memfd tail");
+  same = true;
+  for (size_t i = 0; i < 4096; ++i) same &= static_cast<unsigned char>(m[i]) == pat(i, 3);
+  expect(same, "memfd contents after the hole");
+  lseek(kMemfd, 4096, SEEK_SET);
   // deleted file
   char d[64] = {};
   expect(fstat(kDeleted, &st) == 0 && st.st_nlink == 0 && (st.st_mode & 0777) == 0640, "deleted file stat");
+  expect(st.st_mtim.tv_sec == kDeletedMtime && st.st_mtim.tv_nsec == 123 && st.st_atim.tv_sec == kDeletedMtime - 5,
+         "deleted file times");
+  link = readlink_s("/proc/self/fd/" + std::to_string(kDeleted));
+  expect(link == scratch + "/deleted (deleted)", "deleted file name " + link);
   expect(pread(kDeleted, d, sizeof d, 0) == sizeof kDeletedText && std::memcmp(d, kDeletedText, sizeof kDeletedText) == 0,
          "deleted contents");
   expect(pos_of(kDeleted) == 5 && (fcntl(kDeleted, F_GETFL) & O_ACCMODE) == O_RDWR, "deleted pos/flags");
@@ -296,6 +316,45 @@ struct Reaper {
   }
   ~Reaper() { now(); }
 };
+
+// What the dumper recorded, through a real stream (the contents of deleted
+// files and memfds travel as page runs), fed to r as ck-restore does;
+// returns the file pages the stream carried.
+uint64_t through_stream(ck::FileDumper& d, ck::FileRestorer& r, std::vector<ck::pb::FileDesc>* descs,
+                        std::vector<ck::pb::Fd>* fds) {
+  ck::ScopedFd m(memfd_create("files-test-stream", MFD_CLOEXEC));
+  {
+    ck::StreamWriter w(m.get());
+    w.header(ck::make_header("files_test"));
+    d.write(w);
+    w.finish();
+  }
+  lseek(m.get(), 0, SEEK_SET);
+  ck::StreamReader in(m.get(), "the test stream");
+  ck::pb::Frame f;
+  std::vector<char> buf;
+  uint64_t pages = 0;
+  while (in.next(&f)) {
+    if (f.has_file()) {
+      descs->push_back(f.file());
+      r.prepare(descs->back());
+    } else if (f.has_fd()) {
+      fds->push_back(f.fd());
+    } else if (f.has_pages() && f.pages().file()) {
+      const auto& run = f.pages();
+      uint64_t len = uint64_t{run.npages()} * 4096;
+      pages += run.npages();
+      if (!run.has_payload()) {
+        r.write_contents(run, nullptr, len, 0);
+        continue;
+      }
+      buf.resize(len);
+      in.read_payload(buf.data(), len);
+      r.write_contents(run, buf.data(), len, 0);
+    }
+  }
+  return pages;
+}
 
 // Forks a restored task: install(), verify, report on kReport, wait on kHold.
 pid_t spawn_verifier(ck::FileRestorer& r, pid_t dumped, void (*verify)(), int report_w, int hold_r) {
@@ -383,7 +442,9 @@ TEST(dump_and_restore_every_kind) {
     for (const auto& x : by_fd[kInotify]->watches()) w[x.wd()] = x.path();
     CHECK(w[1] == "/tmp" && w[3] == scratch);
   }
-  CHECK(by_fd[kMemfd] && by_fd[kMemfd]->kind() == ck::pb::FILE_MEMFD && by_fd[kMemfd]->contents().size() == kMemfdBytes);
+  // Contents travel as page runs after the description, not inside it.
+  CHECK(by_fd[kMemfd] && by_fd[kMemfd]->kind() == ck::pb::FILE_MEMFD && by_fd[kMemfd]->contents().empty());
+  CHECK(by_fd[kMemfd] && by_fd[kMemfd]->seals() == (F_SEAL_SHRINK | F_SEAL_GROW));
   CHECK(by_fd[kDeleted] && by_fd[kDeleted]->deleted() && by_fd[kDeleted]->path() == scratch + "/deleted");
   CHECK(by_fd[kAppend] && (by_fd[kAppend]->flags() & O_APPEND));
   CHECK(by_fd[kOffset] && by_fd[kOffset]->pos() == 1234);
@@ -401,9 +462,15 @@ TEST(dump_and_restore_every_kind) {
   close(rep[1]);
   close(hold[0]);
   ck::FileRestorer r;
-  r.open_all(dumper.descs(), dumper.fds(), 100);
+  std::vector<ck::pb::FileDesc> descs;
+  std::vector<ck::pb::Fd> fds;
+  uint64_t file_pages = through_stream(dumper, r, &descs, &fds);
+  // The memfd: its first MiB and the page after the hole (zero pages of
+  // the pattern's included), nothing for the hole.
+  CHECK_EQ(file_pages, (kMemfdBytes + 4096) / 4096 + 1);
+  r.open_all(descs, fds, 100);
   CHECK(r.fd_of(id[std::make_pair(child, kShared)]) >= 100);
-  for (const auto& d : dumper.descs()) CHECK(r.fd_of(d.id()) >= 100 && r.fd_of(d.id()) < r.next_free());
+  for (const auto& d : descs) CHECK(r.fd_of(d.id()) >= 100 && r.fd_of(d.id()) < r.next_free());
   pid_t a = spawn_verifier(r, child, verify_main, kReport, kHold);
   pid_t b = spawn_verifier(r, grand, verify_grandchild, kReport, kHold);
   r.close_all();
@@ -488,21 +555,50 @@ static std::string check_message(pid_t c) {
   return msg;
 }
 
-TEST(check_refuses_big_deleted_file) {
+// A deleted file of any size goes through, sparse as it was: 64 MiB with a
+// page of data at the start and two at 60 MiB travel as three pages.
+TEST(big_sparse_deleted_file) {
   make_scratch();
+  constexpr off_t kSize = 64 << 20, kFar = 60 << 20;
   pid_t c = stopped_child([] {
     std::string p = scratch + "/big";
-    int fd = open(p.c_str(), O_CREAT | O_RDWR, 0600);
-    if (ftruncate(fd, static_cast<off_t>(ck::kMaxFileContents) + 1) < 0) _exit(97);
+    int fd = open(p.c_str(), O_CREAT | O_RDWR, 0604);
+    char page[4096];
+    for (size_t i = 0; i < sizeof page; ++i) page[i] = static_cast<char>(pat(i, 9));
+    if (ftruncate(fd, kSize) < 0 || pwrite(fd, page, 4096, 0) != 4096 || pwrite(fd, page, 4096, kFar) != 4096 ||
+        pwrite(fd, page, 4096, kFar + 4096) != 4096)
+      _exit(97);
     dup2(fd, 9);
     close(fd);
     unlink(p.c_str());
   });
-  std::string want = ck::strf("unable to dump fd 9 of pid %d (deleted file '%s/big'): larger than 15 MiB: not supported", c,
-                              scratch.c_str());
-  std::string got = check_message(c);
-  if (got != want) std::printf("#   message was: %s\n", got.c_str());
-  CHECK(got == want);
+  Reaper reap{{c}};
+  ck::FileDumper d;
+  d.check_process(c);
+  d.dump_process(c);
+  reap.now();
+  ck::FileRestorer r;
+  std::vector<ck::pb::FileDesc> descs;
+  std::vector<ck::pb::Fd> fds;
+  CHECK_EQ(through_stream(d, r, &descs, &fds), 3u);
+  r.open_all(descs, fds, 100);
+  uint32_t id = 0;
+  for (const auto& f : fds) if (f.fd() == 9) id = f.desc();
+  int fd = r.fd_of(id);
+  CHECK(fd >= 100);
+  struct stat st;
+  CHECK(fstat(fd, &st) == 0 && st.st_size == kSize && st.st_nlink == 0 && (st.st_mode & 0777) == 0604);
+  CHECK_EQ(lseek(fd, 0, SEEK_HOLE), 4096);
+  CHECK_EQ(lseek(fd, 4096, SEEK_DATA), kFar);
+  CHECK_EQ(lseek(fd, kFar, SEEK_HOLE), kFar + 8192);
+  CHECK(st.st_blocks * 512 <= 64 * 1024);  // holes, not zeros
+  char page[4096];
+  CHECK(pread(fd, page, 4096, kFar + 4096) == 4096);
+  bool same = true;
+  for (size_t i = 0; i < sizeof page; ++i) same &= static_cast<unsigned char>(page[i]) == pat(i, 9);
+  CHECK(same);
+  CHECK(readlink_s("/proc/self/fd/" + std::to_string(fd)) == scratch + "/big (deleted)");
+  r.close_all();
   rm_scratch();
 }
 

@@ -344,7 +344,7 @@ TEST(pipeline_forwards_and_appends) {
   {
     ScopedFd fd(::open(in.c_str(), O_WRONLY | O_TRUNC));
     StreamWriter w(fd.get());
-    w.header(make_header("ck-freeze"));
+    w.header(make_header("ck-test"));  // (not ck-freeze: no file records to link mappings to)
     pb::Frame f;
     f.set_pid(c.pid);
     f.mutable_process()->set_pid(c.pid);

@@ -26,6 +26,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/fanotify.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
@@ -39,6 +40,7 @@
 #include <sys/sysmacros.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 
 
@@ -674,6 +676,128 @@ static void cgroup_v1_check(void) {
   NEED(!strcmp(now, text), "v1 cgroups changed");
 }
 
+/* A flock, a POSIX lock, an OFD lock and a read lease, each on its own
+ * file; after the check another description cannot have any of them. */
+static int fl_flock = -1, fl_posix = -1, fl_ofd = -1, fl_lease = -1;
+static void lock_setup(void) {
+  struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 10, .l_len = 20};
+  at("flock"), fl_flock = open(path, O_CREAT | O_RDWR, 0600);
+  NEED(flock(fl_flock, LOCK_EX) == 0, "flock: %s", strerror(errno));
+  at("posix"), fl_posix = open(path, O_CREAT | O_RDWR, 0600);
+  NEED(fcntl(fl_posix, F_SETLK, &l) == 0, "F_SETLK: %s", strerror(errno));
+  at("ofd"), fl_ofd = open(path, O_CREAT | O_RDWR, 0600);
+  NEED(fcntl(fl_ofd, F_OFD_SETLK, &l) == 0, "F_OFD_SETLK: %s", strerror(errno));
+  at("lease");
+  close(open(path, O_CREAT | O_RDWR, 0600));
+  fl_lease = open(path, O_RDONLY);
+  NEED(fcntl(fl_lease, F_SETLEASE, F_RDLCK) == 0, "F_SETLEASE: %s", strerror(errno));
+}
+static void lock_check(void) {
+  struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 15, .l_len = 1};
+  at("flock");
+  int f = open(path, O_RDWR);
+  NEED(flock(f, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK, "the flock is gone");
+  close(f);
+  at("ofd");
+  f = open(path, O_RDWR);  /* a new description: the OFD lock conflicts with it */
+  NEED(fcntl(f, F_OFD_GETLK, &l) == 0 && l.l_type == F_WRLCK && l.l_start == 10 && l.l_len == 20,
+       "the OFD lock is gone");
+  close(f);
+  NEED(fcntl(fl_lease, F_GETLEASE) == F_RDLCK, "the lease is gone");
+  /* POSIX locks are the process's: ask from a child */
+  pid_t c = fork();
+  if (c == 0) {
+    struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    _exit(fcntl(fl_posix, F_GETLK, &q) == 0 && q.l_type == F_WRLCK && q.l_pid == getppid() && q.l_start == 10 ? 0 : 1);
+  }
+  int st;
+  NEED(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the POSIX lock is gone");
+}
+
+/* A child stopped by SIGSTOP: it must still be stopped, and continue. */
+static void stopped_setup(void) {
+  other = fork();
+  if (other == 0) {
+    for (;;) pause();
+  }
+  NEED(kill(other, SIGSTOP) == 0, "kill");
+  int st;
+  NEED(waitpid(other, &st, WUNTRACED) == other && WIFSTOPPED(st), "the child did not stop");
+}
+static char task_state_of(pid_t p) {
+  char b[512], *r;
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)p);
+  int f = open(path, O_RDONLY);
+  ssize_t n = f < 0 ? -1 : read(f, b, sizeof b - 1);
+  if (f >= 0) close(f);
+  b[n > 0 ? n : 0] = 0;
+  r = strrchr(b, ')');
+  return r && r[1] ? r[2] : '?';
+}
+static void stopped_check(void) {
+  NEED(task_state_of(other) == 'T', "the child is not stopped (state %c)", task_state_of(other));
+  kill(other, SIGCONT);
+  for (int i = 0; i < 500 && task_state_of(other) == 'T'; i++) usleep(10000);
+  NEED(task_state_of(other) == 'S', "SIGCONT did not continue the child (state %c)", task_state_of(other));
+  kill(other, SIGKILL);
+  waitpid(other, NULL, 0);
+}
+
+/* Its own parent-death signal, with a handler that must not have run. */
+static volatile sig_atomic_t pdeath_fired;
+static void on_pdeath(int sig) { (void)sig; pdeath_fired = 1; }
+static void pdeathsig_setup(void) {
+  signal(SIGURG, on_pdeath);
+  NEED(prctl(PR_SET_PDEATHSIG, SIGURG) == 0, "PR_SET_PDEATHSIG: %s", strerror(errno));
+}
+static void pdeathsig_check(void) {
+  int sig = 0;
+  NEED(prctl(PR_GET_PDEATHSIG, &sig) == 0 && sig == SIGURG, "the parent-death signal is %d, not SIGURG", sig);
+  NEED(!pdeath_fired, "the parent-death signal fired");
+}
+
+/* Its cwd, removed. */
+static void cwd_deleted_setup(void) {
+  at("cwd");
+  NEED(mkdir(path, 0750) == 0 && chdir(path) == 0 && rmdir(path) == 0, "cwd: %s", strerror(errno));
+  NEED(stat(".", &dir_st) == 0, "stat");
+}
+static void cwd_deleted_check(void) {
+  struct stat st;
+  char link[600] = "";
+  NEED(stat(".", &st) == 0 && S_ISDIR(st.st_mode) && st.st_nlink == 0 && (st.st_mode & 07777) == 0750,
+       "the cwd is not the removed directory");
+  NEED(readlink("/proc/self/cwd", link, sizeof link - 1) > 0 && strstr(link, "/cwd (deleted)"), "cwd is '%s'", link);
+  at("cwd");
+  NEED(access(path, F_OK) != 0, "the removed cwd has its name again");
+}
+
+/* A session leader (the test's setsid) with a controlling terminal: a pty
+ * whose master a helper outside the tree holds. */
+static int master_fd = -1;
+static void pty_holder(int ready) {
+  say_outside(ready);
+  outside_wait();  /* keeps the master (inherited) until the holder ends */
+}
+static void session_leader_setup(void) {
+  master_fd = posix_openpt(O_RDWR | O_NOCTTY);
+  NEED(master_fd >= 0 && grantpt(master_fd) == 0 && unlockpt(master_fd) == 0, "posix_openpt: %s", strerror(errno));
+  snprintf(text, sizeof text, "%s", ptsname(master_fd));
+  outside(pty_holder);
+  close(master_fd);
+  fa = open(text, O_RDWR);  /* a session leader without a terminal: it becomes its controlling one */
+  NEED(fa >= 0, "open '%s': %s", text, strerror(errno));
+  NEED(tcgetsid(fa) == getpid(), "not the controlling terminal");
+  close(fa);
+  fa = -1;
+}
+static void session_leader_check(void) {
+  int t = open("/dev/tty", O_RDWR);
+  NEED(t >= 0, "no controlling terminal any more");
+  NEED(tcgetsid(t) == getpid(), "not the session's terminal");
+  close(t);
+}
+
 /* ---- the table ----------------------------------------------------------- */
 
 static const struct {
@@ -716,6 +840,7 @@ static const struct {
     {"fd.perf_event", perf_setup, fd_open_check},
     {"fd.anon-other", anon_other_setup, fd_open_check},
     {"fd.other", other_setup, fd_open_check},
+    {"fd.lock", lock_setup, lock_check},
     {"vma.anon", anon_setup, mem_check},
     {"vma.heap", heap_setup, mem_check},
     {"vma.stack", stack_setup, stack_check},
@@ -736,6 +861,10 @@ static const struct {
     {"task.traced", traced_setup, nothing},
     {"task.cgroup.v2", cgroup_v2_setup, cgroup_v2_check},
     {"task.cgroup.v1", cgroup_v1_setup, cgroup_v1_check},
+    {"task.stopped", stopped_setup, stopped_check},
+    {"task.pdeathsig", pdeathsig_setup, pdeathsig_check},
+    {"task.cwd.deleted", cwd_deleted_setup, cwd_deleted_check},
+    {"task.session-leader", session_leader_setup, session_leader_check},
 };
 
 int main(int argc, char **argv) {

@@ -89,7 +89,7 @@ struct Task {
   std::vector<pb::Thread> threads;
   std::vector<pb::Fd> fds;
   std::vector<pb::Vma> vmas;
-  uint64_t runs = 0, pages = 0, zero_pages = 0, shared_pages = 0;
+  uint64_t runs = 0, pages = 0, zero_pages = 0, shared_pages = 0, file_pages = 0;
   std::map<uint32_t, uint64_t> by_round;  // pre-dump round -> pages (with data or zero)
 };
 }  // namespace
@@ -131,6 +131,10 @@ int show(Source& s) {
       case pb::Frame::kPages: {
         const auto& p = f.pages();
         Task& t = task(p.pid() ? p.pid() : f.pid());
+        if (p.file()) {  // contents of a deleted file or memfd, not memory
+          t.file_pages += p.npages();
+          break;
+        }
         ++t.runs;
         if (p.round()) t.by_round[p.round()] += p.npages();
         if (!p.has_payload())
@@ -161,8 +165,9 @@ int show(Source& s) {
       std::printf("\nprocess %u (%s) ppid %u pgid %u sid %u, zombie, exit status %#x\n", pid, t.proc.comm().c_str(),
                   t.proc.ppid(), t.proc.pgid(), t.proc.sid(), static_cast<unsigned>(t.proc.exit_status()));
     else if (t.has_process)
-      std::printf("\nprocess %u (%s) ppid %u pgid %u sid %u, %d threads\n", pid, t.proc.comm().c_str(), t.proc.ppid(),
-                  t.proc.pgid(), t.proc.sid(), t.proc.tids_size());
+      std::printf("\nprocess %u (%s) ppid %u pgid %u sid %u, %d threads%s\n", pid, t.proc.comm().c_str(), t.proc.ppid(),
+                  t.proc.pgid(), t.proc.sid(), t.proc.tids_size(),
+                  t.proc.stop_signal() ? ck::strf(", stopped by signal %d", t.proc.stop_signal()).c_str() : "");
     else
       std::printf("\nprocess %u (no process frame)\n", pid);
     if (t.has_process && !t.proc.exe().empty()) std::printf("  exe %s\n", t.proc.exe().c_str());
@@ -201,6 +206,7 @@ int show(Source& s) {
     std::printf("  pages: %" PRIu64 " runs, %" PRIu64 " with data (%" PRIu64 " bytes), %" PRIu64 " zero",
                 t.runs, t.pages, t.pages * ck::kPageSize, t.zero_pages);
     if (t.shared_pages) std::printf(", %" PRIu64 " of shared objects", t.shared_pages);
+    if (t.file_pages) std::printf("; %" PRIu64 " pages of deleted files and memfds", t.file_pages);
     std::printf("\n");
     if (!t.by_round.empty()) {  // an image read through a chain of pre-dump rounds
       std::printf("  pages by round:");
@@ -245,7 +251,7 @@ int sum(Source& s, uint32_t pid, uint64_t addr, uint64_t len) {
     if (f.has_mm() && f.mm().pid() == pid) vmas.assign(f.mm().vmas().begin(), f.mm().vmas().end());
     if (!f.has_pages()) continue;
     const auto& p = f.pages();
-    if ((p.pid() ? p.pid() : f.pid()) != pid && p.shmid() == 0) continue;
+    if (p.file() || ((p.pid() ? p.pid() : f.pid()) != pid && p.shmid() == 0)) continue;
     uint64_t rlen = uint64_t{p.npages()} * ck::kPageSize;
     places.clear();
     if (p.shmid() == 0) {

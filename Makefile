@@ -50,6 +50,10 @@ $(B)/.built: $(TOOL_BIN) $(WORKLOADS) $(UNIT) $(BENCH)
 	@touch $@
 
 # Install what the build and the tests need, if missing (Debian, as root).
+# Every rule that runs a tool from these packages (protoc, g++, gcc, ld, ar,
+# objcopy) has deps as an order-only prerequisite: with -j, make would
+# otherwise start them alongside deps, before apt-get has installed them,
+# and the first build on a bare machine fails (tests/bats/make.bats).
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
@@ -60,14 +64,14 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(B)/gen/ck.pb.cc $(B)/gen/ck.pb.h: formats/ck.proto
+$(B)/gen/ck.pb.cc $(B)/gen/ck.pb.h: formats/ck.proto | deps
 	@mkdir -p $(B)/gen
 	protoc --proto_path=formats --cpp_out=$(B)/gen formats/ck.proto
 
-$(B)/gen/ck.pb.o: $(B)/gen/ck.pb.cc $(B)/.flags
+$(B)/gen/ck.pb.o: $(B)/gen/ck.pb.cc $(B)/.flags | deps
 	$(CXX) -std=c++17 -O2 -g $(SANFLAGS) -I$(B)/gen -c $< -o $@
 
-$(B)/libcommon/%.o: libcommon/%.cc $(B)/gen/ck.pb.h $(B)/.flags
+$(B)/libcommon/%.o: libcommon/%.cc $(B)/gen/ck.pb.h $(B)/.flags | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(ALLCXX) -c $< -o $@
 
@@ -77,38 +81,38 @@ $(B)/libcommon/%.o: libcommon/%.cc $(B)/gen/ck.pb.h $(B)/.flags
 PARASITE_CFLAGS := -O2 -std=gnu11 -ffreestanding -fno-builtin -fPIE -fvisibility=hidden -fno-stack-protector \
                    -fno-asynchronous-unwind-tables -fcf-protection=none -fno-tree-loop-distribute-patterns \
                    -Wall -Wextra -Werror -Ilibcommon
-$(B)/parasite/pages.bin: libcommon/parasite/pages.c libcommon/parasite/parasite.ld libcommon/parasite_abi.h
+$(B)/parasite/pages.bin: libcommon/parasite/pages.c libcommon/parasite/parasite.ld libcommon/parasite_abi.h | deps
 	@mkdir -p $(B)/parasite
 	$(CC) $(PARASITE_CFLAGS) -c $< -o $(B)/parasite/pages.o
 	$(LD) --no-dynamic-linker -nostdlib -T libcommon/parasite/parasite.ld -o $(B)/parasite/pages.elf $(B)/parasite/pages.o
 	@if readelf -r $(B)/parasite/pages.elf | grep -q 'Relocation section'; then echo "parasite: has relocations"; exit 1; fi
 	objcopy -O binary -j .text $(B)/parasite/pages.elf $@
 
-$(B)/parasite/blob.o: libcommon/parasite/blob.S $(B)/parasite/pages.bin
+$(B)/parasite/blob.o: libcommon/parasite/blob.S $(B)/parasite/pages.bin | deps
 	$(CC) -c -Wa,-I$(B)/parasite $< -o $@
 
-$(B)/libck.a: $(LIB_OBJ)
+$(B)/libck.a: $(LIB_OBJ) | deps
 	ar rcs $@ $^
 
-$(B)/tools/%.o: tools/%.cc $(B)/gen/ck.pb.h $(B)/.flags
+$(B)/tools/%.o: tools/%.cc $(B)/gen/ck.pb.h $(B)/.flags | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(ALLCXX) -c $< -o $@
 
 .SECONDEXPANSION:
 tool_objs = $(patsubst %.cc,$(B)/%.o,$(wildcard tools/$(1)/*.cc))
-$(B)/bin/%: $$(call tool_objs,$$*) $(B)/libck.a
+$(B)/bin/%: $$(call tool_objs,$$*) $(B)/libck.a | deps
 	@mkdir -p $(B)/bin
 	$(CXX) -o $@ $(filter %.o,$^) $(B)/libck.a $(LDLIBS)
 
-$(B)/workloads/%: tests/workloads/%.c tests/workloads/wl.h
+$(B)/workloads/%: tests/workloads/%.c tests/workloads/wl.h | deps
 	@mkdir -p $(B)/workloads
 	$(CC) $(CFLAGS) -Wall -Wextra -Werror -o $@ $< -lpthread -lrt
 
-$(B)/unit/%: tests/unit/%.cc $(B)/libck.a $(B)/.flags
+$(B)/unit/%: tests/unit/%.cc $(B)/libck.a $(B)/.flags | deps
 	@mkdir -p $(B)/unit
 	$(CXX) $(ALLCXX) -o $@ $< $(B)/libck.a $(LDLIBS)
 
-$(B)/bench/%: tests/bench/%.cc $(B)/libck.a $(B)/.flags
+$(B)/bench/%: tests/bench/%.cc $(B)/libck.a $(B)/.flags | deps
 	@mkdir -p $(B)/bench
 	$(CXX) $(ALLCXX) -o $@ $< $(B)/libck.a $(LDLIBS)
 

@@ -111,9 +111,10 @@ struct SumWriter {
 
 // ---- put ------------------------------------------------------------------
 
-void stream_to_image(StreamReader& r, const std::string& dir, bool replace, const std::string& parent) {
+pb::Header stream_to_image(StreamReader& r, const std::string& dir, bool replace, const std::string& parent) {
   std::string parent_abs;
   uint32_t parent_root = 0;
+  std::vector<pb::Header> parent_chain;
   if (!parent.empty()) {
     char* rp = ::realpath(parent.c_str(), nullptr);
     if (!rp) bad_input(strf("unable to open parent image '%s': %s", parent.c_str(), std::strerror(errno)));
@@ -121,6 +122,7 @@ void stream_to_image(StreamReader& r, const std::string& dir, bool replace, cons
     std::free(rp);
     ImageSet pi = ImageSet::open(parent_abs);  // the whole chain, validated
     parent_root = pi.header().root_pid();
+    for (size_t i = 0; i < pi.chain_length(); ++i) parent_chain.push_back(pi.chain_header(i));
   }
   PutFiles files;
   files.dir = dir;
@@ -149,10 +151,24 @@ void stream_to_image(StreamReader& r, const std::string& dir, bool replace, cons
   uint64_t pages_size = 0;
   std::string lenb;
   pb::Frame f;
+  pb::Header header;
   while (r.next(&f)) {
-    if (f.has_header() && !parent_abs.empty() && f.header().root_pid() != parent_root)
-      bad_input(strf("the stream is of root pid %u, parent image '%s' of root pid %u", f.header().root_pid(),
-                     parent.c_str(), parent_root));
+    if (f.has_header()) {
+      header = f.header();
+      if (!parent_abs.empty() && header.root_pid() != parent_root)
+        bad_input(strf("the stream is of root pid %u, parent image '%s' of root pid %u", header.root_pid(),
+                       parent.c_str(), parent_root));
+      if (!parent_abs.empty())
+        check_round_link("the stream", header, parent, parent_chain);
+      else if (header.incremental())
+        bad_input(names_round(header)
+                      ? "the stream is " + round_name(header) +
+                            strf(", computed against round %u: it holds only the pages written since, and is "
+                                 "stored with --parent on the chain that holds round %u",
+                                 header.round().base(), header.round().base())
+                      : std::string("the stream is a pre-dump round (only the pages written since an earlier "
+                                    "one): it is stored with --parent"));
+    }
     const std::string& raw = r.raw();
     lenb.clear();
     put_len(&lenb, static_cast<uint32_t>(raw.size()));
@@ -209,6 +225,51 @@ void stream_to_image(StreamReader& r, const std::string& dir, bool replace, cons
   fsync(d.get());
   LOG_INFO("stored %" PRIu64 " frames, %" PRIu64 " page bytes in '%s'", r.trailer().frames(), pages_size,
            dir.c_str());
+  return header;
+}
+
+// ---- rounds and their links -------------------------------------------------
+
+bool names_round(const pb::Header& h) {
+  return h.has_round() && h.round().gen() != 0 && (h.major() > 1 || (h.major() == 1 && h.minor() >= 3));
+}
+
+std::string round_name(const pb::Header& h) {
+  return strf("round %u of dump %016" PRIx64, h.round().gen(), h.round().dump());
+}
+
+std::string round_id(const pb::Header& h) {
+  return strf("%016" PRIx64 ":%u", h.round().dump(), h.round().gen());
+}
+
+void check_round_link(const std::string& child, const pb::Header& h, const std::string& parent,
+                      const std::vector<pb::Header>& chain) {
+  if (!names_round(h)) {
+    if (h.incremental())
+      bad_input(child + " is a pre-dump round that names no round it was computed against (written before "
+                        "format 1.3): its link to parent '" + parent + "' cannot be checked");
+    bad_input(child + " is not a pre-dump round computed against another (not incremental): it has no place on "
+                      "parent '" + parent + "'");
+  }
+  if (!h.incremental() || !h.round().base())
+    bad_input(child + " is " + round_name(h) + ", a round of every page (not incremental): it has no place on "
+                      "parent '" + parent + "'");
+  const pb::Header& p = chain.front();
+  if (!names_round(p))
+    bad_input("parent image '" + parent + "' is not a pre-dump round of format 1.3 or later (it names no round): " +
+              child + " cannot be checked against it");
+  const std::string mine = child + " is " + round_name(h) + strf(", computed against round %u", h.round().base());
+  if (p.round().dump() != h.round().dump())
+    bad_input(mine + "; parent '" + parent + "' is " + round_name(p) + ", of another tracking");
+  if (p.round().gen() >= h.round().gen())
+    bad_input(mine + "; parent '" + parent + "' is " + round_name(p) + strf(", not older than round %u", h.round().gen()));
+  std::string gens;
+  for (const auto& c : chain) {
+    if (names_round(c) && c.round().dump() == h.round().dump() && c.round().gen() == h.round().base()) return;
+    gens += strf("%s%u", gens.empty() ? "" : ", ", names_round(c) ? c.round().gen() : 0);
+  }
+  bad_input(mine + "; parent '" + parent + "' is " + round_name(p) + strf(", and round %u is not in its chain (rounds %s)",
+                                                                           h.round().base(), gens.c_str()));
 }
 
 // ---- ImageSet -------------------------------------------------------------
@@ -276,6 +337,23 @@ ImageSet ImageSet::open(const std::string& dir) {
     im.parents_.push_back(std::move(p));
     cur = line;
   }
+  // Every link of the chain: each round on rounds it was computed against.
+  std::vector<pb::Header> chain;
+  for (size_t i = 0; i < im.chain_length(); ++i) chain.push_back(im.chain_header(i));
+  for (size_t i = 0; i < im.chain_length(); ++i) {
+    const pb::Header& h = chain[i];
+    const std::string name = "image '" + im.chain_dir(i) + "'";
+    if (i + 1 < im.chain_length()) {
+      check_round_link(name, h, im.chain_dir(i + 1), std::vector<pb::Header>(chain.begin() + i + 1, chain.end()));
+    } else if (h.incremental()) {
+      bad_input(names_round(h) ? name + " is " + round_name(h) +
+                                     strf(", computed against round %u, and has no parent: it holds only the pages "
+                                          "written since",
+                                          h.round().base())
+                               : name + " is a pre-dump round (only the pages written since an earlier one) with no "
+                                        "parent");
+    }
+  }
   im.rewind();
   return im;
 }
@@ -340,12 +418,14 @@ ImageSet ImageSet::open_one(const std::string& dir) {
 
 void ImageSet::rewind() {
   cur_fd_ = -1;
+  cur_dir_ = nullptr;
+  partials_.clear();
   have_look_ = look_ok_ = false;
   block_pid_ = 0;
   block_vmas_.clear();
   covered_.clear();
   pending_.clear();
-  pending_fd_.clear();
+  pending_level_.clear();
   pending_at_ = 0;
   in_.clear();
   off_ = 0;
@@ -420,8 +500,9 @@ void ImageSet::end_block() {
   uint32_t pid = block_pid_;
   block_pid_ = 0;
   pending_.clear();
-  pending_fd_.clear();
+  pending_level_.clear();
   pending_at_ = 0;
+  partials_.clear();
   std::map<uint64_t, uint64_t> allowed;
   for (const auto& v : block_vmas_)
     if (vma_has_private_pages(v)) add_interval(allowed, v.start(), v.end());
@@ -432,30 +513,51 @@ void ImageSet::end_block() {
     if (rit != lv.runs.end()) {
       for (const auto& r : rit->second) {
         uint64_t end = r.addr + r.npages * kPageSize;
+        std::vector<std::pair<uint64_t, uint64_t>> parts;
         for (auto& [a0, a1] : allowed) {
           uint64_t lo = std::max(a0, r.addr), hi = std::min(a1, end);
           if (lo >= hi) continue;
-          for (auto& [p0, p1] : subtract(covered_, lo, hi)) {
-            pb::Frame g;
-            g.set_pid(pid);
-            auto* pr = g.mutable_pages();
-            pr->set_pid(pid);
-            pr->set_addr(p0);
-            pr->set_npages(static_cast<uint32_t>((p1 - p0) / kPageSize));
-            pr->set_has_payload(r.payload);
-            pr->set_round(r.round);
-            // A 1.1 image presents every payload with its digest: the stored
-            // one when the run goes out whole, else that of the part
-            // (computed when the frame is returned).  A 1.0 one carries none.
-            bool whole = p0 == r.addr && p1 == end;
-            if (r.payload && digests_ && whole && r.has_digest) pr->set_digest(r.digest);
-            Saved sv{g.SerializeAsString(), r.payload ? r.off + (p0 - r.addr) : 0, r.payload ? p1 - p0 : 0,
-                     r.payload ? p1 - p0 : 0, {}, false};
-            if (r.payload) sv.run = *pr;
-            sv.need_digest = r.payload && digests_ && !pr->has_digest();
-            pending_.push_back({std::move(g), std::move(sv)});
-            pending_fd_.push_back(parents_[l]->pages_.get());
-          }
+          for (auto& pp : subtract(covered_, lo, hi)) parts.push_back(pp);
+        }
+        if (parts.empty()) continue;
+        // A run that goes out whole keeps its stored digest.  One that goes
+        // out in parts (a newer round replaced some of its pages) gets, per
+        // part, the digest of that part, computed in one pass over the
+        // whole stored run that also checks the stored digest: no byte of
+        // it is used before the whole run is known to be what was stored.
+        const bool whole = parts.size() == 1 && parts[0].first == r.addr && parts[0].second == end;
+        int partial = -1;
+        // (so is a whole run of a 1.0 round that goes out with a digest)
+        if (r.payload && (!whole || (digests_ && !r.has_digest))) {
+          Partial pt;
+          pt.level = l;
+          pt.stored.set_pid(pid);
+          pt.stored.set_addr(r.addr);
+          pt.stored.set_npages(static_cast<uint32_t>(r.npages));
+          pt.stored.set_round(r.round);
+          pt.off = r.off;
+          pt.has_digest = r.has_digest;
+          pt.digest = r.digest;
+          for (auto& [p0, p1] : parts) pt.parts.push_back({p0 - r.addr, p1 - p0});
+          partial = static_cast<int>(partials_.size());
+          partials_.push_back(std::move(pt));
+        }
+        for (size_t k = 0; k < parts.size(); ++k) {
+          auto [p0, p1] = parts[k];
+          pb::Frame g;
+          g.set_pid(pid);
+          auto* pr = g.mutable_pages();
+          pr->set_pid(pid);
+          pr->set_addr(p0);
+          pr->set_npages(static_cast<uint32_t>((p1 - p0) / kPageSize));
+          pr->set_has_payload(r.payload);
+          pr->set_round(r.round);
+          if (r.payload && digests_ && whole && r.has_digest) pr->set_digest(r.digest);
+          Saved sv{g.SerializeAsString(), r.payload ? r.off + (p0 - r.addr) : 0, r.payload ? p1 - p0 : 0,
+                   r.payload ? p1 - p0 : 0, {}, partial, static_cast<int>(k)};
+          if (r.payload) sv.run = *pr;
+          pending_.push_back({std::move(g), std::move(sv)});
+          pending_level_.push_back(l);
         }
       }
       for (const auto& r : rit->second) add_interval(covered_, r.addr, r.addr + r.npages * kPageSize);
@@ -474,15 +576,25 @@ bool ImageSet::next(pb::Frame* f) {
     if (pending_at_ < pending_.size()) {
       *f = pending_[pending_at_].first;
       Saved& sv = pending_[pending_at_].second;
-      cur_fd_ = pending_fd_[pending_at_];
-      if (sv.need_digest) compute_digest(f, &sv);
+      ImageSet& lvl = *parents_[pending_level_[pending_at_]];
+      cur_fd_ = lvl.pages_.get();
+      cur_dir_ = &lvl.dir_;
+      if (sv.partial >= 0) {
+        Partial& pt = partials_[static_cast<size_t>(sv.partial)];
+        if (!pt.checked) check_partial(pt);
+        if (digests_) {
+          f->mutable_pages()->set_digest(pt.part_digests[static_cast<size_t>(sv.part)]);
+          sv.run = f->pages();
+          sv.raw = f->SerializeAsString();
+        }
+      }
       set_current(sv);
       ++pending_at_;
       return true;
     }
     if (!have_look_) {
       look_ok_ = next_own(&look_);
-      look_saved_ = {raw_, payload_off_, payload_len_, payload_left_, run_, false};
+      look_saved_ = {raw_, payload_off_, payload_len_, payload_left_, run_, -1, 0};
       have_look_ = true;
     }
     if (block_pid_) {
@@ -495,11 +607,15 @@ bool ImageSet::next(pb::Frame* f) {
     }
     have_look_ = false;
     cur_fd_ = -1;
+    cur_dir_ = nullptr;  // (our own: a pointer to dir_ would not survive a move)
     set_current(look_saved_);
     if (!look_ok_) return false;
     *f = look_;
     if (f->has_header()) {
-      f->mutable_header()->set_incremental(false);  // the chain reads as a whole image
+      // The chain reads as a whole image: the state as of its newest
+      // round, computed against nothing.
+      f->mutable_header()->set_incremental(false);
+      if (f->header().has_round()) f->mutable_header()->mutable_round()->set_base(0);
       raw_ = f->SerializeAsString();
     } else if (f->has_mm()) {
       block_pid_ = f->mm().pid() ? f->mm().pid() : f->pid();
@@ -532,21 +648,39 @@ void ImageSet::set_current(const Saved& sv) {
   run_sum_ = Ck64();
 }
 
-// The digest of the part of a stored run that sv names, from the pages
-// file the caller made current (cur_fd_); the frame gets it.
-void ImageSet::compute_digest(pb::Frame* f, Saved* sv) {
-  if (dbuf_.empty()) dbuf_.resize(kChunk);
-  Ck64 h;
-  for (uint64_t done = 0; done < sv->len;) {
-    size_t n = std::min<uint64_t>(dbuf_.size(), sv->len - done);
-    read_pages(dbuf_.data(), n, sv->off + done);
-    h.update(dbuf_.data(), n);
-    done += n;
+// One read of a stored run that is presented in parts: its bytes against
+// the stored digest, and the digest of each part on the way (the parts are
+// disjoint and in address order).  Status 3, naming the stored run and the
+// image it is in, when the stored digest does not match.
+void ImageSet::check_partial(Partial& pt) {
+  ImageSet& lvl = *parents_[pt.level];
+  const uint64_t len = uint64_t{pt.stored.npages()} * kPageSize;
+  // A round whose runs have no digest (format 1.0): the whole image against
+  // its trailer checksum first, once.
+  if (!pt.has_digest && !lvl.checked_whole_) {
+    lvl.verify();
+    lvl.checked_whole_ = true;
   }
-  f->mutable_pages()->set_digest(h.digest());
-  sv->run = f->pages();
-  sv->raw = f->SerializeAsString();
-  sv->need_digest = false;
+  if (dbuf_.empty()) dbuf_.resize(kChunk);
+  Ck64 whole;
+  std::vector<Ck64> part(pt.parts.size());
+  size_t k = 0;
+  for (uint64_t done = 0; done < len;) {
+    size_t n = std::min<uint64_t>(dbuf_.size(), len - done);
+    lvl.read_pages(dbuf_.data(), n, pt.off + done);
+    whole.update(dbuf_.data(), n);
+    for (size_t j = k; j < pt.parts.size(); ++j) {
+      if (pt.parts[j].first >= done + n) break;
+      uint64_t lo = std::max(pt.parts[j].first, done), hi = std::min(pt.parts[j].first + pt.parts[j].second, done + n);
+      if (lo < hi) part[j].update(dbuf_.data() + (lo - done), hi - lo);
+    }
+    done += n;
+    while (k < pt.parts.size() && pt.parts[k].first + pt.parts[k].second <= done) ++k;
+  }
+  if (pt.has_digest && whole.digest() != pt.digest)
+    lvl.corrupt("page data of " + describe_run(pt.stored) + " does not match its digest (page data changed)");
+  for (auto& h : part) pt.part_digests.push_back(h.digest());
+  pt.checked = true;
 }
 
 bool ImageSet::next_own(pb::Frame* f) {
@@ -602,15 +736,16 @@ bool ImageSet::next_own(pb::Frame* f) {
 }
 
 void ImageSet::read_pages(void* dst, size_t len, uint64_t off) const {
+  const std::string& dir = cur_dir_ ? *cur_dir_ : dir_;
   auto* out = static_cast<char*>(dst);
   size_t got = 0;
   while (got < len) {
     ssize_t n = ::pread(pages_fd(), out + got, len - got, static_cast<off_t>(off + got));
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw_errno(strf("unable to read '%s/%s'", dir_.c_str(), kPagesFile));
+      throw_errno(strf("unable to read '%s/%s'", dir.c_str(), kPagesFile));
     }
-    if (n == 0) corrupt(strf("%s is truncated", kPagesFile));
+    if (n == 0) bad_input(strf("image '%s' is corrupt: %s is truncated", dir.c_str(), kPagesFile));
     got += static_cast<size_t>(n);
   }
 }
@@ -624,7 +759,8 @@ void ImageSet::read_payload(void* dst, size_t len) {
   if (payload_left_ == 0) {
     check_run_ = false;
     if (run_sum_.digest() != run_.digest())
-      corrupt("page data of " + describe_run(run_) + " does not match its digest (page data changed)");
+      bad_input(strf("image '%s' is corrupt: ", payload_dir().c_str()) + "page data of " + describe_run(run_) +
+                " does not match its digest (page data changed)");
   }
 }
 

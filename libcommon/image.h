@@ -27,13 +27,21 @@
 // PageRun.round; their payloads come from the older rounds' pages.img
 // (pages_fd() and payload_offset() name the current run's file).
 //
-// Frames are kept as they came, so a 1.1 image holds the digest of each
-// payload in its PageRun frame and a 1.0 image (stored as it was put, not
-// converted) none.  A chain presents itself in the version of its newest
-// image; in a 1.1 one, a run of an older round that is presented whole
-// keeps its stored digest, and one presented in part (a newer round
-// replaced some of its pages) gets the digest of that part, computed from
-// pages.img when next() returns it.
+// Every link of a chain is checked when it is opened (and by put --parent):
+// each round names the round it was computed against and the dump (the
+// tracking) it belongs to (Header.round, format 1.3), and must lie on a
+// chain that holds that round, on older rounds of the same dump only.  A
+// chain whose rounds name nothing (stored by a 1.2 or older writer) is refused.
+//
+// Frames are kept as they came, so a 1.1 or later image holds the digest of
+// each payload in its PageRun frame and a 1.0 image (stored as it was put,
+// not converted) none.  A chain presents itself in the version of its
+// newest image, as a whole image (not incremental, computed against no
+// round).  A run of an older round that is presented whole keeps its stored
+// digest; one presented in part (a newer round replaced some of its pages)
+// gets the digest of each part, computed in one read of the whole stored
+// run that first checks the stored digest (status 3 if it does not match),
+// when next() returns its first part.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -58,18 +66,36 @@ constexpr uint32_t kImageVersion = 1;
 // Refuses (status 1) when dir already holds an image unless replace.  On any
 // error nothing is left in dir but what was there before.
 // parent: the image this one is a round on top of (empty: none).
-void stream_to_image(StreamReader& r, const std::string& dir, bool replace = false, const std::string& parent = "");
+// Returns the stream's header.  With parent, the stream must be a pre-dump
+// round that fits on parent's chain (check_round_link); without, it must not
+// be an incremental one.
+pb::Header stream_to_image(StreamReader& r, const std::string& dir, bool replace = false, const std::string& parent = "");
 constexpr char kParentFile[] = "parent";
 
 // ck-store put (store_tool.cc): stream_to_image of the stream on in_fd,
 // through the restorability check (restorable.h): a dump that ck-restore
-// would refuse fails (status 1, naming what) and stores nothing.
-void store_put(int in_fd, const std::string& dir, bool replace = false, const std::string& parent = "");
+// would refuse fails (status 1, naming what) and stores nothing.  Returns
+// the stream's header, as stream_to_image.
+pb::Header store_put(int in_fd, const std::string& dir, bool replace = false, const std::string& parent = "");
 // Fails as put would on dir (it holds an image and !replace, it is no
 // directory, it cannot be written or created), reading nothing: a
 // pipeline checks first, before it freezes anything.
 void check_image_dir(const std::string& dir, bool replace);
 constexpr int kMaxChain = 256;
+
+// Pre-dump rounds (format 1.3).  names_round: h names its round (1.3 or
+// later, Header.round set).  round_name: "round 3 of dump 5f2c9a1e7b3d4c08";
+// round_id: "5f2c9a1e7b3d4c08:3", what ck-store put prints and ck-memread
+// --since takes.
+bool names_round(const pb::Header& h);
+std::string round_name(const pb::Header& h);
+std::string round_id(const pb::Header& h);
+// Refuses (status 3, naming both rounds) a round `child` ("the stream",
+// "image 'DIR'") with header h on the chain of parent, whose headers are
+// chain (the parent's first): h must be an incremental round of the same
+// dump, newer than the parent, computed against a round of that chain.
+void check_round_link(const std::string& child, const pb::Header& h, const std::string& parent,
+                      const std::vector<pb::Header>& chain);
 
 // Writes the stream stored in dir to out_fd, byte-identical to the one that
 // was put.  A corrupt image gives status 3; the trailer is then not written,
@@ -87,6 +113,7 @@ class ImageSet {
   // Images in the chain (1: not incremental), newest first.
   size_t chain_length() const { return 1 + parents_.size(); }
   const std::string& chain_dir(size_t i) const { return i ? parents_[i - 1]->dir_ : dir_; }
+  const pb::Header& chain_header(size_t i) const { return i ? parents_[i - 1]->header_ : header_; }
 
   // Frames in stream order, header first, the trailer not included.
   bool next(pb::Frame* f);
@@ -105,6 +132,8 @@ class ImageSet {
   void read_pages(void* dst, size_t len, uint64_t off) const;
 
   int pages_fd() const { return cur_fd_ >= 0 ? cur_fd_ : pages_.get(); }
+  // The image whose pages.img that is (a parent's, for a run of an older round).
+  const std::string& payload_dir() const { return cur_dir_ ? *cur_dir_ : dir_; }
   uint64_t pages_size() const { return pages_size_; }
   const pb::Header& header() const { return header_; }
   const pb::Trailer& trailer() const { return trailer_; }
@@ -126,7 +155,19 @@ class ImageSet {
     std::string raw;
     uint64_t off, len, left;
     pb::PageRun run;        // the run of a frame with payload (else empty)
-    bool need_digest = false;  // a part of a stored run: digest to compute
+    int partial = -1;       // a part of a stored run: its partials_ entry
+    int part = 0;           // and which part
+  };
+  // A stored run of an older round that goes out in parts.
+  struct Partial {
+    size_t level = 0;
+    pb::PageRun stored;     // as it was stored (for messages)
+    uint64_t off = 0;       // in that round's pages.img
+    bool has_digest = false;
+    uint64_t digest = 0;
+    std::vector<std::pair<uint64_t, uint64_t>> parts;  // (offset in the run, length)
+    std::vector<uint64_t> part_digests;
+    bool checked = false;
   };
   struct RunRef {
     uint64_t addr, npages, off;
@@ -136,7 +177,7 @@ class ImageSet {
     uint64_t digest;
   };
   void set_current(const Saved& sv);
-  void compute_digest(pb::Frame* f, Saved* sv);
+  void check_partial(Partial& pt);
   struct Level {  // what an older round holds, per pid
     bool incremental = false;
     std::map<uint32_t, std::vector<RunRef>> runs;
@@ -146,6 +187,8 @@ class ImageSet {
   std::vector<std::unique_ptr<ImageSet>> parents_;
   std::vector<Level> levels_;
   int cur_fd_ = -1;
+  const std::string* cur_dir_ = nullptr;
+  std::vector<Partial> partials_;  // of the block being presented
   bool have_look_ = false, look_ok_ = false;
   pb::Frame look_;
   Saved look_saved_;
@@ -154,7 +197,7 @@ class ImageSet {
   std::map<uint64_t, uint64_t> covered_;
   std::vector<std::pair<pb::Frame, Saved>> pending_;
   size_t pending_at_ = 0;
-  std::vector<int> pending_fd_;
+  std::vector<size_t> pending_level_;
   bool read_frame(std::string* out);  // false at end of frames.img
   void fill(void* dst, size_t len, const char* where);
   [[noreturn]] void corrupt(const std::string& why) const;
@@ -175,7 +218,8 @@ class ImageSet {
   pb::PageRun run_;       // the current payload's run
   bool check_run_ = false;
   Ck64 run_sum_;
-  std::vector<char> dbuf_;  // for compute_digest
+  std::vector<char> dbuf_;  // for check_partial
+  bool checked_whole_ = false;  // verify() passed (a 1.0 round of a chain)
 };
 
 // Writes a stream from raw parts, byte-exact: the magic, serialized frames,

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "proc.h"
 #include "pagemap_scan.h"
+#include "round.h"
 #include "track.h"
 #include "tracer.h"
 #include "parasite_abi.h"
@@ -32,9 +33,6 @@ using ck::pagemap::kPageIsFile;
 using ck::pagemap::kPageIsPfnZero;
 using ck::pagemap::kPageIsPresent;
 using ck::pagemap::kPageIsSwapped;
-using ck::pagemap::kPageIsWritten;
-using ck::pagemap::kScanCheckWpasync;
-using ck::pagemap::kScanWpMatching;
 using ck_page_region = ck::pagemap::PageRegion;
 using ck_pm_scan_arg = ck::pagemap::ScanArg;
 constexpr unsigned long kPagemapScan = ck::pagemap::kIoctl;
@@ -167,14 +165,13 @@ void MemReader::dump(const std::vector<pid_t>& pids) {
       }
     }
   }
+  std::vector<PagePlan> plans;
+  if (planner_) plans = planner_(pids, layouts);
+  plans.resize(pids.size());
   for (size_t i = 0; i < pids.size(); ++i)
     with_context(strf("pid %d", pids[i]), [&] {
-      std::vector<uint8_t> modes(layouts[i].size(), 0);
-      if (planner_) {
-        planner_(pids[i], layouts[i], modes);
-        modes.resize(layouts[i].size(), 0);
-      }
-      dump_process(pids[i], layouts[i], modes);
+      plans[i].only.resize(layouts[i].size(), 0);
+      dump_process(pids[i], layouts[i], plans[i]);
     });
   LOG_INFO("%lu vmas, %lu pages in %lu runs, %lu zero pages in %lu zero runs, %lu shared objects, %lu unreadable, "
            "%lu batches through the page parasite",
@@ -183,7 +180,7 @@ void MemReader::dump(const std::vector<pid_t>& pids) {
            (unsigned long)stats_.unreadable, (unsigned long)stats_.in_place);
 }
 
-void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const std::vector<uint8_t>& modes) {
+void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const PagePlan& plan) {
   pid_ = pid;
   mem_.reset();
   std::string pm = strf("/proc/%d/pagemap", pid);
@@ -201,15 +198,11 @@ void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const std::v
   if (tracer_) open_session();  // after the layout was read: the parasite's mapping is not in it
   if (incremental_) {
     // The ranges this round carries whole: older rounds count for nothing there.
-    std::string text = strf("fresh %d", pid);
+    std::vector<std::pair<uint64_t, uint64_t>> fresh = plan.whole;
     for (size_t i = 0; i < vmas.size(); ++i)
-      if (!modes[i] && vma_has_private_pages(vmas[i]))
-        text += strf(" %lx-%lx", (unsigned long)vmas[i].start(), (unsigned long)vmas[i].end());
-    pb::Frame n;
-    n.set_pid(pid);
-    n.mutable_note()->set_stage("ck-memread");
-    n.mutable_note()->set_text(text);
-    w_.frame(n);
+      if ((!plan.only[i] || !scan_ioctl_) && vma_has_private_pages(vmas[i])) fresh.push_back({vmas[i].start(), vmas[i].end()});
+    gone_ = std::move(fresh);  // (emit_gone writes, in small notes, what is in gone_)
+    emit_gone(pid, false);
   }
 
   for (size_t vi = 0; vi < vmas.size(); ++vi) {
@@ -232,17 +225,20 @@ void MemReader::dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const std::v
       }
     }
     if (!vma_has_private_pages(v)) continue;
-    if (modes[vi] && scan_ioctl_) {
+    if (plan.only[vi] && scan_ioctl_) {
+      // Only what the round names (written since its base), then what of
+      // the mapping holds nothing of its own any more.
       ++stats_.dirty_vmas;
-      if (scan_written(v.start(), v.end(), v.start())) {
-        scan_gone(v);
-        continue;
+      auto it = std::upper_bound(plan.copy.begin(), plan.copy.end(), std::make_pair(v.start(), ~uint64_t{0}));
+      if (it != plan.copy.begin()) --it;
+      for (; it != plan.copy.end() && it->first < v.end(); ++it) {
+        uint64_t lo = std::max(it->first, v.start()), hi = std::min(it->second, v.end());
+        if (lo < hi) scan(lo, hi, true, lo, 0);
       }
-      // Not registered after all (the mapping changed since the layout was
-      // read): everything, and older rounds count for nothing there; the
-      // next round sees the new layout.
-      LOG_DEBUG("pid %d: vma %s is not tracked any more: copied whole", pid, format_vma(v).c_str());
-      gone_.push_back({v.start(), v.end()});
+      for (const auto& [lo, hi] : plan.gone)
+        if (lo < v.end() && hi > v.start()) gone_.push_back({std::max(lo, v.start()), std::min(hi, v.end())});
+      scan_gone(v);
+      continue;
     }
     scan(v.start(), v.end(), true, v.start(), 0);
   }
@@ -274,31 +270,6 @@ void MemReader::scan(uint64_t start, uint64_t end, bool anon_only, uint64_t labe
     return scan_pagemap_file(start, end, anon_only, label_base, shmid);
   }
   if (err) throw_errno(strf("unable to scan pages of pid %d", pid_), err);
-}
-
-bool MemReader::scan_written(uint64_t start, uint64_t end, uint64_t label_base) {
-  split_ = true;
-  ck_pm_scan_arg a;
-  std::memset(&a, 0, sizeof a);
-  a.flags = kScanWpMatching | kScanCheckWpasync;
-  a.start = start;
-  a.end = end;
-  a.category_mask = kPageIsWritten;
-  a.return_mask = kPageIsWritten | kPageIsPresent | kPageIsSwapped | kPageIsFile | kPageIsPfnZero;
-  int err = pagemap_walk(pagemap_.get(), pid_, a, [&](const ck_page_region& r) {
-    uint64_t c = r.categories;
-    // Written since the last round, and holding data of its own now: copy
-    // it.  Written and now holding nothing (given back with MADV_DONTNEED,
-    // then perhaps read: the zero page, or the file's page again): gone.
-    bool own = (c & kPageIsPresent) ? !(c & (kPageIsFile | kPageIsPfnZero)) : (c & kPageIsSwapped) != 0;
-    if (own)
-      queue(r.start, r.end - r.start, label_base + (r.start - start), 0);
-    else
-      gone_.push_back({r.start, r.end});
-  });
-  if (err == EPERM) return false;
-  if (err) throw_errno(strf("unable to scan written pages of pid %d", pid_), err);
-  return true;
 }
 
 void MemReader::scan_gone(const pb::Vma& v) {
@@ -354,7 +325,7 @@ void MemReader::scan_gone(const pb::Vma& v) {
   }
 }
 
-void MemReader::emit_gone(pid_t pid) {
+void MemReader::emit_gone(pid_t pid, bool count) {
   if (gone_.empty()) return;
   std::sort(gone_.begin(), gone_.end());
   std::vector<std::pair<uint64_t, uint64_t>> merged;
@@ -371,7 +342,7 @@ void MemReader::emit_gone(pid_t pid) {
     std::string text = strf("fresh %d", pid);
     for (size_t j = i; j < std::min(merged.size(), i + kRangesPerNote); ++j) {
       text += strf(" %lx-%lx", (unsigned long)merged[j].first, (unsigned long)merged[j].second);
-      stats_.gone_pages += (merged[j].second - merged[j].first) / kPageSize;
+      if (count) stats_.gone_pages += (merged[j].second - merged[j].first) / kPageSize;
     }
     pb::Frame n;
     n.set_pid(pid);
@@ -768,207 +739,106 @@ void write_process_frames(StreamWriter& w, const std::vector<pid_t>& pids) {
   }
 }
 
-bool same_vma(const TrackedVma& a, const pb::Vma& b) {
-  return a.start == b.start() && a.end == b.end() && a.prot == b.prot() && a.flags == b.flags() &&
-         a.pgoff == b.pgoff() && a.dev == b.dev() && a.ino == b.ino();
-}
-
 double now_s() {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
-// One pre-dump round: --track (round 1, everything, arming first) or
-// --dirty (what changed).  pids: the processes to dump; standalone: this
-// tool may seize processes to arm them (otherwise ck-freeze holds them and
-// nothing new is armed: the round is the last one).
-void track_round(const MemreadOptions& o, pid_t root, const std::vector<pid_t>& pids, bool standalone,
-                 StreamWriter& w) {
-  double t0 = now_s();
-  TrackState st(track_state_dir(o.state_dir), root);
-  uint32_t round = 1;
-  if (o.track) {
-    if (st.exists()) {
-      st.load();
-      st.remove_all();  // tracking again from scratch
-    }
-  } else {
-    st.load();
-    round = st.round() + 1;
-  }
-  std::map<pid_t, TrackedProc> old = st.procs();
-  auto& procs = st.procs();
-  procs.clear();
-  double freeze_ms = 0;
-  uint64_t armed_now = 0;
-  // Arms pid with a new uffd and holder; returns false if it cannot be.
-  auto arm_new = [&](pid_t pid) {
-    auto it = old.find(pid);
-    if (it != old.end()) stop_holder(it->second.holder);
-    double ms = 0;
-    int uffd = arm_tracking(pid, &ms, false);
-    freeze_ms += ms;
-    ++armed_now;
-    TrackedProc& p = procs[pid];
-    p.pid = pid;
-    p.start_time = proc_start_time(pid);
-    p.holder = spawn_holder(pid, uffd);
-  };
-  if (o.track)
-    for (pid_t pid : pids) with_context(strf("pid %d", pid), [&] { arm_new(pid); });
-
-  MemReader m(w, o.buffer_bytes);
-  m.set_round(round, o.dirty);
-  m.set_planner([&](pid_t pid, std::vector<pb::Vma>& vmas, std::vector<uint8_t>& modes) {
-    if (o.track) {
-      procs[pid].vmas = to_tracked(vmas);
-      return;  // round 1: everything
-    }
-    uint64_t start = proc_start_time(pid);
-    auto it = old.find(pid);
-    ScopedFd uffd;
-    if (it != old.end() && it->second.start_time == start) uffd.reset(take_from_holder(it->second.holder));
-    bool any_uw = false;
-    for (const auto& v : vmas) any_uw |= vma_has_uw(v);
-    if (!uffd.valid() || !any_uw) {
-      // A new process (fork child, new pid), an exec'd one (new mm, none of
-      // its mappings registered) or one whose holder is gone: everything.
-      LOG_INFO("pid %d: %s: full copy", pid,
-               it == old.end() ? "not tracked before (new process)"
-               : it->second.start_time != start ? "a different process with the same pid"
-               : !uffd.valid() ? "tracking lost (holder gone)"
-                               : "no mapping is tracked any more (exec)");
-      if (standalone) {
-        arm_new(pid);
-        vmas = read_vmas(pid);  // with the uw flags arming set
-        procs[pid].vmas = to_tracked(vmas);
-      } else {
-        procs[pid] = {pid, start, it != old.end() ? it->second.holder : 0, to_tracked(vmas)};
-      }
-      return;
-    }
-    TrackedProc& p = procs[pid];
-    p = {pid, start, it->second.holder, {}};
-    std::string pm = strf("/proc/%d/pagemap", pid);
-    ScopedFd pagemap(::open(pm.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!pagemap.valid()) throw_errno("unable to open '" + pm + "'");
-    std::map<uint64_t, const TrackedVma*> prev;
-    for (const auto& t : it->second.vmas) prev[t.start] = &t;
-    for (size_t i = 0; i < vmas.size(); ++i) {
-      pb::Vma& v = vmas[i];
-      if (!vma_trackable(v)) continue;
-      auto pv = prev.find(v.start());
-      if (pv != prev.end() && pv->second->uw && vma_has_uw(v) && same_vma(*pv->second, v)) {
-        modes[i] = 1;
-        continue;
-      }
-      // New, moved, resized or re-protected: register and write-protect it
-      // before its pages are copied, then copy everything.
-      if (arm_range(uffd.get(), pagemap.get(), v.start(), v.end())) {
-        if (!vma_has_uw(v)) v.set_vmflags(v.vmflags().empty() ? "uw" : v.vmflags() + " uw");
-      } else {
-        LOG_DEBUG("pid %d: vma %s not tracked (%s)", pid, format_vma(v).c_str(), std::strerror(errno));
-      }
-    }
-    p.vmas = to_tracked(vmas);
-  });
-  m.dump(pids);
-  // Holders of processes that left the tree.
-  for (auto& [pid, p] : old)
-    if (!procs.count(pid)) stop_holder(p.holder);
-  st.save(round);
-  const MemStats& s = m.stats();
-  double secs = now_s() - t0;
+// One line per round for --stats (ck-predump reads it).
+void write_stats(const MemreadOptions& o, const Round& round, const MemStats& s, size_t processes, double secs) {
+  uint32_t gen = round.id().gen();
   LOG_INFO("round %u: %lu pages (%lu bytes), %lu zero pages, %lu gone, %lu of %lu vmas dirty-only, %.3f s, freeze %.3f ms",
-           round, (unsigned long)s.pages, (unsigned long)(s.pages * kPageSize), (unsigned long)s.zero_pages,
-           (unsigned long)s.gone_pages, (unsigned long)s.dirty_vmas, (unsigned long)s.vmas, secs, freeze_ms);
-  if (!o.stats_file.empty()) {
-    std::string line = strf("round=%u pages=%lu bytes=%lu zero_pages=%lu gone_pages=%lu vmas=%lu dirty_vmas=%lu "
-                            "processes=%zu armed=%lu seconds=%.6f freeze_ms=%.3f\n",
-                            round, (unsigned long)s.pages, (unsigned long)(s.pages * kPageSize),
-                            (unsigned long)s.zero_pages, (unsigned long)s.gone_pages, (unsigned long)s.vmas,
-                            (unsigned long)s.dirty_vmas,
-                            pids.size(), (unsigned long)armed_now, secs, freeze_ms);
-    ScopedFd fd(::open(o.stats_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-    if (!fd.valid()) throw_errno("unable to open '" + o.stats_file + "'");
-    write_full(fd.get(), line.data(), line.size());
-  }
+           gen, (unsigned long)s.pages, (unsigned long)(s.pages * kPageSize), (unsigned long)s.zero_pages,
+           (unsigned long)s.gone_pages, (unsigned long)s.dirty_vmas, (unsigned long)s.vmas, secs, round.freeze_ms());
+  if (o.stats_file.empty()) return;
+  std::string line = strf("round=%u base=%u pages=%lu bytes=%lu zero_pages=%lu gone_pages=%lu vmas=%lu dirty_vmas=%lu "
+                          "processes=%zu armed=%u seconds=%.6f freeze_ms=%.3f\n",
+                          gen, round.id().base(), (unsigned long)s.pages, (unsigned long)(s.pages * kPageSize),
+                          (unsigned long)s.zero_pages, (unsigned long)s.gone_pages, (unsigned long)s.vmas,
+                          (unsigned long)s.dirty_vmas, processes, round.armed(), secs, round.freeze_ms());
+  ScopedFd fd(::open(o.stats_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (!fd.valid()) throw_errno("unable to open '" + o.stats_file + "'");
+  write_full(fd.get(), line.data(), line.size());
 }
 
 }  // namespace
 
 int run_memread(const MemreadOptions& o, int in_fd, int out_fd) {
+  const std::string state_dir = track_state_dir(o.state_dir);
   if (o.untrack) {
-    TrackState st(track_state_dir(o.state_dir), o.pid);
-    if (!st.exists()) fail(strf("pid %d is not tracked", o.pid));
-    st.load();
-    st.remove_all();
+    Round::release(state_dir, o.pid);
     return 0;
   }
-  if (o.pid && (o.track || o.dirty)) {
-    if (o.pid < 0 || !pid_alive(o.pid) || !proc_start_time(o.pid)) {
+  const bool round = o.track || o.dirty;
+  if (o.track && !o.pid) usage_error("--track needs -t PID (it seizes the target itself)");
+  if (!o.since.empty() && !o.dirty) usage_error("--since goes with --dirty");
+  std::unique_ptr<StreamReader> r;
+  pb::Header h;
+  if (o.pid) {
+    if (o.pid < 0 || !pid_alive(o.pid) || (round && !proc_start_time(o.pid))) {
       if (o.dirty) {
-        TrackState st(track_state_dir(o.state_dir), o.pid);
-        if (st.exists()) {
-          st.load();
-          st.remove_all();
-          fail(strf("pid %d has exited: tracking ended", o.pid));
+        bool was = false;
+        try {
+          Round::release(state_dir, o.pid);
+          was = true;
+        } catch (const Error&) {
         }
+        if (was) fail(strf("pid %d has exited: tracking ended", o.pid));
       }
       fail(strf("pid %d: no such process", o.pid));
     }
-    std::vector<pid_t> pids = o.tree ? list_tree(o.pid) : std::vector<pid_t>{o.pid};
-    StreamWriter w(out_fd);
-    pb::Header h = make_header("ck-memread");
+    h = make_header("ck-memread");
     h.set_root_pid(static_cast<uint32_t>(o.pid));
-    h.set_incremental(o.dirty);
-    w.header(h);
-    write_process_frames(w, pids);
-    track_round(o, o.pid, pids, true, w);
-    w.finish();
-    return 0;
+  } else {
+    if (isatty(in_fd)) usage_error("no stream on stdin and no -t PID (see ck-memread --help)");
+    r = std::make_unique<StreamReader>(in_fd);
+    h = r->header();
+    h.add_writers(std::string("ck-memread ") + kVersion);
   }
-  if (o.pid) {
-    if (o.pid < 0 || !pid_alive(o.pid)) fail(strf("pid %d: no such process", o.pid));
-    std::vector<pid_t> pids = o.tree ? list_tree(o.pid) : std::vector<pid_t>{o.pid};
-    StreamWriter w(out_fd);
-    pb::Header h = make_header("ck-memread");
-    h.set_root_pid(static_cast<uint32_t>(o.pid));
-    w.header(h);
-    write_process_frames(w, pids);
-    MemReader m(w, o.buffer_bytes);
-    m.dump(pids);
-    w.finish();
-    return 0;
+  // A round decides which pages; without one, every page.
+  const pid_t root = o.pid ? o.pid : static_cast<pid_t>(h.root_pid());
+  std::unique_ptr<Round> rd;
+  std::unique_ptr<TracerClient> tracer;
+  if (!o.pid && (round || !o.no_parasite)) tracer = TracerClient::from_env();
+  if (o.track) rd = Round::arm(state_dir, root);
+  if (o.dirty) rd = Round::begin(state_dir, root, o.since, o.pid != 0);
+  if (rd) {
+    h.set_incremental(rd->incremental());
+    *h.mutable_round() = rd->id();
   }
-  if (isatty(in_fd)) usage_error("no stream on stdin and no -t PID (see ck-memread --help)");
-  StreamReader r(in_fd);
+  double t0 = now_s();
   StreamWriter w(out_fd);
-  pb::Header h = r.header();
-  h.add_writers(std::string("ck-memread ") + kVersion);
-  if (o.track) usage_error("--track needs -t PID (it seizes the target itself)");
-  if (o.dirty) h.set_incremental(true);
   w.header(h);
   std::vector<pid_t> pids;
-  forward_frames(r, w, [&](const pb::Frame& f) {
-    if (f.has_header()) return false;
-    if (f.has_process() && !f.process().zombie() &&  // a zombie has no memory
-        std::find(pids.begin(), pids.end(), static_cast<pid_t>(f.process().pid())) == pids.end())
-      pids.push_back(static_cast<pid_t>(f.process().pid()));
-    return true;
-  });
-  if (o.dirty) {
-    track_round(o, static_cast<pid_t>(h.root_pid()), pids, false, w);
-    w.finish();
-    return 0;
+  if (o.pid) {
+    pids = o.tree ? list_tree(o.pid) : std::vector<pid_t>{o.pid};
+    write_process_frames(w, pids);
+  } else {
+    forward_frames(*r, w, [&](const pb::Frame& f) {
+      if (f.has_header()) return false;
+      if (f.has_process() && !f.process().zombie() &&  // a zombie has no memory
+          std::find(pids.begin(), pids.end(), static_cast<pid_t>(f.process().pid())) == pids.end())
+        pids.push_back(static_cast<pid_t>(f.process().pid()));
+      return true;
+    });
   }
   MemReader m(w, o.buffer_bytes);
-  std::unique_ptr<TracerClient> tracer;
-  if (!o.no_parasite) tracer = TracerClient::from_env();
-  m.use_tracer(tracer.get());
+  if (rd) {
+    // Under ck-freeze (which serves requests only once its stream is read
+    // whole): its commit confirms the round, its rollback fails it.
+    if (tracer) tracer->hold_round(root, rd->state_fd(), rd->id().gen());
+    m.set_round(rd->id().gen(), rd->incremental());
+    m.set_planner([&](const std::vector<pid_t>& p, std::vector<std::vector<pb::Vma>>& l) { return rd->plan(p, l); });
+  } else if (!o.no_parasite) {
+    m.use_tracer(tracer.get());
+  }
   m.dump(pids);
   w.finish();
+  if (rd) {
+    rd->written();
+    write_stats(o, *rd, m.stats(), pids.size(), now_s() - t0);
+  }
   return 0;
 }
 

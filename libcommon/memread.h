@@ -30,9 +30,10 @@ struct MemreadOptions {
   bool tree = false;               // with pid: every descendant too
   size_t buffer_bytes = 4u << 20;  // the one page buffer
   bool no_parasite = false;        // never ask the tracer (ck-freeze) for the page parasite
-  // Pre-dump rounds (see track.h).
+  // Pre-dump rounds (see round.h).
   bool track = false;              // arm write tracking, copy everything (round 1)
-  bool dirty = false;              // copy what was written since the last round
+  bool dirty = false;              // copy what was written since the round named by since
+  std::string since;               // a round id or number (empty: the newest known stored)
   bool untrack = false;            // end tracking of pid (stop the holders)
   std::string state_dir;           // tracking state (default: track_state_dir(""))
   std::string stats_file;          // append one "round=... pages=..." line per run
@@ -50,6 +51,18 @@ uint64_t shm_object_id(const pb::Vma& v);
 // True if every byte of the 4 KiB page p is zero (stops at the first
 // non-zero word).
 bool page_is_zero(const void* p);
+
+// What a pre-dump round copies of one process (the round decides, MemReader
+// reads): per VMA of its layout, every present page (0) or only the pages
+// of `copy` (1); the ranges of `whole`, inside those VMAs, which the round
+// carries whole (older rounds count for nothing there); and `gone`, pages
+// written since and given back (nothing of their own now: "fresh" too).
+struct PagePlan {
+  std::vector<uint8_t> only;
+  std::vector<std::pair<uint64_t, uint64_t>> copy;   // sorted, disjoint
+  std::vector<std::pair<uint64_t, uint64_t>> whole;  // sorted, disjoint, inside copy
+  std::vector<std::pair<uint64_t, uint64_t>> gone;   // sorted, disjoint
+};
 
 struct MemStats {
   uint64_t vmas = 0;
@@ -86,11 +99,11 @@ class MemReader {
     round_ = round;
     incremental_ = incremental;
   }
-  // Called for each pid with its layout (which it may replace) before that
-  // pid is dumped; fills one mode per VMA (1: only pages written since the
-  // last round, through PAGEMAP_SCAN with write protection re-armed; 0: every
-  // present page).  Without a planner every VMA is copied whole.
-  using Planner = std::function<void(pid_t, std::vector<pb::Vma>&, std::vector<uint8_t>&)>;
+  // Called once with every pid and its layout (which it may annotate)
+  // before any is dumped; returns one plan per pid.  Without a planner every
+  // VMA is copied whole.
+  using Planner =
+      std::function<std::vector<PagePlan>(const std::vector<pid_t>&, std::vector<std::vector<pb::Vma>>&)>;
   void set_planner(Planner p) { planner_ = std::move(p); }
   // Under a tracer (ck-freeze), page data goes out without a copy: the
   // tracer runs the page parasite in the target, which vmsplices the pages
@@ -119,20 +132,17 @@ class MemReader {
     uint64_t start = 0;   // owner VMA's start
   };
 
-  void dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const std::vector<uint8_t>& modes);
+  void dump_process(pid_t pid, std::vector<pb::Vma>& vmas, const PagePlan& plan);
   // Finds present pages of [start, end) and queues them; anon_only skips
   // file-backed (page cache) pages.
   void scan(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base, uint64_t shmid);
-  // Written pages of [start, end) (write protection re-armed atomically).
-  // False if the range is not registered for tracking (nothing queued).
-  // Written pages holding nothing of their own now go to gone_.
-  bool scan_written(uint64_t start, uint64_t end, uint64_t label_base);
   // Adds to gone_ the pages of tracked VMA v that hold nothing of their own
   // now (anonymous: unpopulated; private file: not a COW copy).
   void scan_gone(const pb::Vma& v);
   // Writes gone_ as "fresh" Notes for pid (older rounds count for nothing
-  // there; this round carries no page for them) and clears it.
-  void emit_gone(pid_t pid);
+  // there; this round carries every page there is of them) and clears it;
+  // count: they are pages given back (MemStats::gone_pages).
+  void emit_gone(pid_t pid, bool count = true);
   void scan_pagemap_file(uint64_t start, uint64_t end, bool anon_only, uint64_t label_base, uint64_t shmid);
   void queue(uint64_t remote, uint64_t len, uint64_t label, uint64_t shmid);
   void flush();

@@ -4,45 +4,142 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "error.h"
 
 namespace ck {
 
-bool ImageSource::next(pb::Frame* f) {
+// ---- the check, for every source ---------------------------------------------
+
+bool Source::next(pb::Frame* f) {
+  left_ = 0;
+  if (!frame(f)) return false;
+  if (f->has_pages() && f->pages().has_payload()) {
+    run_ = f->pages();
+    left_ = uint64_t{run_.npages()} * kPageSize;
+  }
+  return true;
+}
+
+void Source::begin_payload() {
+  if (!left_ || left_ != uint64_t{run_.npages()} * kPageSize)
+    fail("internal: a page payload read twice, or without its run");
+  // Both readers refuse a 1.1 run without digest; one here is 1.0 data.
+  if (!run_.has_digest() && !whole_checked())
+    bad_input(corrupt_prefix() + "page run of " + describe_run(run_) + " has no digest, and nothing else checks it");
+  sum_ = Ck64();
+  if (buf_.empty()) buf_.resize(kPiece);
+}
+
+void Source::end_payload() {
+  if (run_.has_digest() && sum_.digest() != run_.digest())
+    bad_input(corrupt_prefix() + "page data of " + describe_run(run_) + " does not match its digest");
+}
+
+void Source::payload(const Place& place) {
+  begin_payload();
+  for (uint64_t off = 0; left_;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(left_, kPiece));
+    const char* p = bytes(buf_.data(), n);
+    sum_.update(p, n);
+    left_ -= n;
+    place(off, p, n);
+    off += n;
+  }
+  end_payload();
+}
+
+void Source::payload_to(char* dst) {
+  begin_payload();
+  for (uint64_t off = 0; left_;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(left_, kPiece));
+    const char* p = bytes(dst + off, n);
+    if (p != dst + off) std::memcpy(dst + off, p, n);
+    sum_.update(dst + off, n);
+    left_ -= n;
+    off += n;
+  }
+  end_payload();
+}
+
+// ---- a stream -------------------------------------------------------------
+
+StreamSource::StreamSource(int fd) : r_(fd, "stdin") { r_.leave_digests_to_caller(); }
+
+bool StreamSource::frame(pb::Frame* f) {
+  if (!r_.next(f)) return false;
+  if (f->has_header() && f->header().incremental())
+    bad_input(std::string("stdin: the stream is ") +
+              (names_round(f->header()) ? round_name(f->header()) + strf(", computed against round %u",
+                                                                          f->header().round().base())
+                                        : std::string("a pre-dump round")) +
+              ": it holds only the pages written since; restore it through its chain of images (ck-store put "
+              "--parent, then ck-restore -D)");
+  return true;
+}
+
+const char* StreamSource::bytes(char* dst, size_t n) {
+  r_.read_payload(dst, n);
+  return dst;
+}
+
+// ---- an image set ----------------------------------------------------------
+
+ImageSource::ImageSource(const std::string& dir) : img_(ImageSet::open(dir)) {
+  if (!has_digests(img_.header())) {
+    img_.verify();  // 1.0: no digest per run, one checksum over it all
+    checked_ = true;
+  }
+}
+
+bool ImageSource::frame(pb::Frame* f) {
   if (!img_.next(f)) return false;
   if (f->has_pages() && f->pages().has_payload()) off_ = img_.payload_offset();
   return true;
 }
 
-void ImageSource::read_payload(void* dst, size_t len) {
-  auto* p = static_cast<char*>(dst);
-  while (len) {
-    ssize_t n = ::pread(img_.pages_fd(), p, len, static_cast<off_t>(off_));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) bad_input("image pages.img is shorter than its index says");
-    p += n, off_ += static_cast<uint64_t>(n), len -= static_cast<size_t>(n);
-  }
+std::string ImageSource::corrupt_prefix() const {
+  return "image '" + img_.payload_dir() + "' is corrupt: ";
 }
 
-const char* ImageSource::payload_in_place(size_t len) {
-  int fd = img_.pages_fd();  // a parent's, for a run from an older round
+// pages.img mapped whole, once per file (a chain has one per round): pages
+// go from the page cache straight into the target, no read into a buffer.
+const char* ImageSource::mapped(uint64_t off, size_t n) {
+  int fd = img_.pages_fd();  // a parent's, for a run of an older round
   Mapped& m = maps_[fd];
-  if (!m.base) {
+  if (!m.base && !m.failed) {
     struct stat st;
     if (::fstat(fd, &st) != 0) throw_errno("unable to stat pages.img");
     m.size = static_cast<uint64_t>(st.st_size);
-    if (!m.size) return nullptr;
-    void* b = ::mmap(nullptr, m.size, PROT_READ, MAP_SHARED, fd, 0);
-    if (b == MAP_FAILED) return nullptr;
+    void* b = m.size ? ::mmap(nullptr, m.size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+    if (b == MAP_FAILED) {
+      m.failed = true;
+      return nullptr;
+    }
     ::madvise(b, m.size, MADV_SEQUENTIAL);
     m.base = static_cast<const char*>(b);
   }
-  if (off_ + len > m.size) bad_input("image pages.img is shorter than its index says");
-  const char* p = m.base + off_;
-  off_ += len;
-  return p;
+  if (!m.base) return nullptr;
+  if (off + n > m.size) bad_input(corrupt_prefix() + "pages.img is shorter than its index says");
+  return m.base + off;
+}
+
+const char* ImageSource::bytes(char* dst, size_t n) {
+  if (const char* p = mapped(off_, n)) {
+    off_ += n;
+    return p;
+  }
+  for (size_t got = 0; got < n;) {
+    ssize_t r = ::pread(img_.pages_fd(), dst + got, n - got, static_cast<off_t>(off_));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw_errno("unable to read '" + img_.payload_dir() + "/pages.img'");
+    if (r == 0) bad_input(corrupt_prefix() + "pages.img is shorter than its index says");
+    got += static_cast<size_t>(r), off_ += static_cast<uint64_t>(r);
+  }
+  return dst;
 }
 
 ImageSource::~ImageSource() {

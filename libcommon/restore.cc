@@ -61,8 +61,18 @@ Restorer::~Restorer() {
   if (committed) return;
   for (pid_t p : created) ::kill(p, SIGKILL);
   for (pid_t p : created) LOG_DEBUG("killed restored pid %d", p);
-  // Reap what is ours so nothing is left behind as a zombie.
-  for (pid_t p : created) waitpid(p, nullptr, __WALL | WNOHANG);
+  // Reap what is ours (children, and tracees: a seized task's zombie waits
+  // for its tracer first) so nothing is left behind as a zombie.  Round
+  // after round, without blocking: the init of a --pidns tree ends only
+  // once its children are reaped, and they wait for us as their tracer.
+  std::set<pid_t> left = created;
+  for (int i = 0; i < 400 && !left.empty(); ++i) {
+    for (auto it = left.begin(); it != left.end();) {
+      pid_t r = waitpid(*it, nullptr, __WALL | WNOHANG);
+      it = (r == *it || (r < 0 && errno == ECHILD)) ? left.erase(it) : std::next(it);
+    }
+    if (!left.empty()) usleep(5000);
+  }
   if (cg) {
     for (pid_t p : created)  // dead tasks leave their cgroups before rmdir
       for (int i = 0; i < 200 && ::kill(p, 0) == 0; ++i) {
@@ -492,6 +502,7 @@ int restore_tree(const RestoreOptions& o) {
         R.root = static_cast<pid_t>(f.header().root_pid());
         break;
       case pb::Frame::kProcess: {
+        R.check_caller_may_restore(f.process());
         pid_t p = static_cast<pid_t>(f.process().pid());
         R.tasks[p].proc = f.process();
         if (!R.root) R.root = p;
@@ -529,7 +540,7 @@ int restore_tree(const RestoreOptions& o) {
           auto it = R.shm.find(run.shmid());
           if (it == R.shm.end() || run.addr() + len > it->second.size)
             fail(strf("internal: page run for shared object %#lx outside it", (unsigned long)run.shmid()));
-          if (run.has_payload()) src->read_payload(it->second.base + run.addr(), len);
+          if (run.has_payload()) src->payload_to(it->second.base + run.addr());
           break;
         }
         if (!mm || static_cast<pid_t>(run.pid()) != mm->pid)
@@ -551,16 +562,10 @@ int restore_tree(const RestoreOptions& o) {
           }
           break;
         }
-        if (const char* in_place = src->payload_in_place(len)) {
-          mm->put_pages(run.addr(), in_place, len);
-          break;
-        }
-        for (uint64_t off = 0; off < len;) {
-          size_t n = std::min<uint64_t>(buf.size(), len - off);
-          src->read_payload(buf.data(), n);
-          mm->put_pages(run.addr() + off, buf.data(), n);
-          off += n;
-        }
+        // Placed as they are checked: the tree runs only once the restore
+        // is done, so a run that fails its digest fails the restore before
+        // any task has seen a byte of it.
+        src->payload([&](uint64_t off, const char* p, size_t n) { mm->put_pages(run.addr() + off, p, n); });
         break;
       }
       case pb::Frame::kCgroup:

@@ -157,7 +157,7 @@ bool StreamReader::next(pb::Frame* f) {
       if (digests_ && !p.has_digest()) corrupt("page run of " + describe_run(p) + " has no digest");
       payload_left_ = uint64_t{p.npages()} * kPageSize;
       run_ = p;
-      check_run_ = p.has_digest();
+      check_run_ = p.has_digest() && own_digests_;
       run_sum_ = Ck64();
     } else if (p.has_digest()) {
       corrupt("page run of " + describe_run(p) + " has a digest but no payload");

@@ -2,12 +2,13 @@
 // payloads after PageRun frames, a trailer with counts and a checksum.
 // See man/ck-stream.5.
 //
-// Format 1.2 (what every writer writes) is 1.1 with records that change
-// what ck-restore does (FileDesc.external, the socket_* description,
-// Process.cgroup_v1); 1.1 (and 1.2): each payload carries its own ck64
-// digest in its PageRun frame, and the trailer checksum covers everything
-// but the payloads.  1.0 streams (no digests, payloads in the trailer sum)
-// are still read and verified.
+// Format 1.3 (what every writer writes): a pre-dump round names itself and
+// the round it was computed against in its header (Header.round).  1.2 is
+// 1.1 with records that change what ck-restore does (FileDesc.external, the
+// socket_* description, Process.cgroup_v1).  1.1 and later: each payload
+// carries its own ck64 digest in its PageRun frame, and the trailer checksum
+// covers everything but the payloads.  1.0 streams (no digests, payloads in
+// the trailer sum) are still read and verified.
 //
 // Both ends keep memory bounded: frames are at most kMaxFrame bytes and page
 // payloads move in caller-sized pieces, never whole.
@@ -116,6 +117,11 @@ class StreamReader {
   // bad, the caller must drop them).
   void read_payload(void* dst, size_t len);
   void skip_payload();
+  // For a caller that checks every payload against its digest itself (a
+  // page source, which must not trust a layer below it to): the reader
+  // then does not hash payloads a second time.  Everything else (frames,
+  // trailer, a 1.0 stream's payloads in its checksum) it still checks.
+  void leave_digests_to_caller() { own_digests_ = false; }
   const pb::Trailer& trailer() const { return trailer_; }
   // Every frame next() returns goes through i first, and next() calls
   // i->end() before it returns false.  nullptr: none.
@@ -136,6 +142,7 @@ class StreamReader {
   uint64_t offset_ = 0;
   bool started_ = false, done_ = false;
   bool digests_ = false;  // 1.1: payloads checked against digests, not in sum_
+  bool own_digests_ = true;
   pb::Header header_;
   pb::Trailer trailer_;
   Ck64 sum_;

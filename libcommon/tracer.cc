@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -16,6 +17,7 @@
 #include "log.h"
 #include "parasite.h"
 #include "ptrace.h"
+#include "round.h"
 #include "sock.h"
 
 CK_LOG_MODULE("tracer");
@@ -23,7 +25,7 @@ CK_LOG_MODULE("tracer");
 namespace ck {
 namespace {
 
-enum Op : uint32_t { kOpen = 1, kRun = 2, kClose = 3, kUndoAdd = 4, kUndoSet = 5, kUndoDrop = 6 };
+enum Op : uint32_t { kOpen = 1, kRun = 2, kClose = 3, kUndoAdd = 4, kUndoSet = 5, kUndoDrop = 6, kRound = 7 };
 
 void send_msg(int sock, const void* msg, size_t len, const std::vector<int>& fds = {}, const std::string& extra = {}) {
   struct iovec iov[2] = {{const_cast<void*>(msg), len}, {const_cast<char*>(extra.data()), extra.size()}};
@@ -185,7 +187,7 @@ void TracerService::accept() {
   LOG_DEBUG("a stage connected (%zu connections)", conns_.size());
 }
 
-TracerMsg TracerService::handle(Conn& c, const TracerMsg& req, std::vector<int>* pass) {
+TracerMsg TracerService::handle(Conn& c, const TracerMsg& req, std::vector<ScopedFd>& got, std::vector<int>* pass) {
   TracerMsg rep;
   rep.op = req.op;
   rep.pid = req.pid;
@@ -239,6 +241,11 @@ TracerMsg TracerService::handle(Conn& c, const TracerMsg& req, std::vector<int>*
         busy_.erase(req.pid);
       }
       break;
+    case kRound:
+      if (got.size() != 1 || req.args == 0 || req.args > UINT32_MAX) fail("a ROUND request needs one directory and a round");
+      rounds_.emplace_back(std::move(got[0]), static_cast<uint32_t>(req.args));
+      LOG_DEBUG("round %u of pid %d registered", rounds_.back().second, req.pid);
+      break;
     default:
       fail(strf("unknown tracer request %u", req.op));
   }
@@ -266,7 +273,7 @@ bool TracerService::serve(Conn& c) {
     std::snprintf(rep.error, sizeof rep.error, "tracer request of %zu bytes, not %zu", n, sizeof req);
   } else {
     try {
-      rep = handle(c, req, &pass);
+      rep = handle(c, req, got, &pass);
     } catch (const std::exception& e) {
       rep = TracerMsg();
       rep.op = req.op, rep.pid = req.pid, rep.result = -1;
@@ -280,6 +287,25 @@ bool TracerService::serve(Conn& c) {
     return false;
   }
   return true;
+}
+
+void TracerService::settle_rounds(bool stored) {
+  for (auto& [fd, gen] : rounds_) {
+    char path[4096];
+    std::string link = strf("/proc/self/fd/%d", fd.get());
+    ssize_t n = ::readlink(link.c_str(), path, sizeof path - 1);
+    try {
+      if (n <= 0) throw_errno("unable to read '" + link + "'");
+      path[n] = 0;
+      if (stored)
+        Round::confirm(path, gen);
+      else
+        Round::rollback(path, gen);
+    } catch (const std::exception& e) {
+      LOG_WARN("unable to settle pre-dump round %u: %s", gen, e.what());
+    }
+  }
+  rounds_.clear();
 }
 
 int TracerService::serve_until_exit(pid_t child) {
@@ -390,6 +416,13 @@ void TracerClient::start_run(pid_t pid) {
 }
 
 long TracerClient::finish_run() { return static_cast<long>(reply(nullptr).result); }
+
+void TracerClient::hold_round(pid_t root, int dir_fd, uint32_t gen) {
+  TracerMsg req;
+  req.op = kRound, req.pid = root, req.args = gen;
+  send_msg(conn_.get(), &req, sizeof req, {dir_fd});
+  reply(nullptr);
+}
 
 uint64_t TracerClient::undo_add(const pb::UndoBatch& b, const std::vector<int>& fds) {
   TracerMsg req;

@@ -12,6 +12,10 @@
 //              chunks as parasite_abi.h says (and may send nothing: a
 //              connection that hangs up or speaks during a run stops it)
 //   CLOSE pid  take it out again
+//   ROUND pid  a pre-dump round of the tree rooted at pid was begun (its
+//              number in args, its tracking state directory passed along):
+//              ck-freeze confirms it when it commits and marks it failed
+//              when it rolls back (see round.h); it outlives the connection
 // Whatever a connection left open is taken out when it closes, and all of
 // it before ck-freeze commits or rolls back.  See parasite.h.
 //
@@ -75,6 +79,10 @@ class TracerService {
   // Serves requests until `child` exits; returns its wait status.
   int serve_until_exit(pid_t child);
   void shutdown();  // takes every parasite out
+  // The pre-dump rounds stages registered: stored (ck-freeze commits) or
+  // not (it rolls back).  Never throws: a round it cannot settle stays
+  // unconfirmed, which loses nothing.
+  void settle_rounds(bool stored);
 
   // The registry: undo_all() runs every record left, newest first (a record
   // that fails is logged and the rest still run); drop_undo() forgets them.
@@ -87,13 +95,14 @@ class TracerService {
   struct UndoEntry;
   void accept();
   bool serve(Conn& c);  // false: the connection is gone
-  TracerMsg handle(Conn& c, const TracerMsg& req, std::vector<int>* pass);
+  TracerMsg handle(Conn& c, const TracerMsg& req, std::vector<ScopedFd>& got, std::vector<int>* pass);
   TracerMsg handle_undo(const TracerMsg& req, const std::string& payload, std::vector<ScopedFd>& fds);
 
   std::map<pid_t, pid_t> procs_;
   ScopedFd ours_, theirs_;
   std::vector<std::unique_ptr<Conn>> conns_;
   std::set<pid_t> busy_;  // processes with a parasite in them
+  std::vector<std::pair<ScopedFd, uint32_t>> rounds_;  // state directory, round number
   std::vector<std::unique_ptr<UndoEntry>> undo_;
   uint64_t next_undo_ = 1;
 };
@@ -120,6 +129,8 @@ class TracerClient {
   int fd() const { return conn_.get(); }
   long finish_run();
   void close(pid_t pid);
+  // ROUND: round gen of root's tree, whose state directory is dir_fd.
+  void hold_round(pid_t root, int dir_fd, uint32_t gen);
 
   // The registry (see above).  undo_add returns the id of the first record;
   // fds are the descriptors the records' fd/fd2 indexes name.

@@ -38,6 +38,10 @@ constexpr uint64_t kFeatureWpUnpopulated = 1ull << 13;
 constexpr uint64_t kFeatureWpAsync = 1ull << 15;
 using ck_page_region = pagemap::PageRegion;
 using ck_pm_scan_arg = pagemap::ScanArg;
+using pagemap::kPageIsFile;
+using pagemap::kPageIsPfnZero;
+using pagemap::kPageIsPresent;
+using pagemap::kPageIsSwapped;
 using pagemap::kPageIsWritten;
 constexpr uint64_t kPmScanWpMatching = pagemap::kScanWpMatching;
 constexpr uint64_t kPmScanCheckWpasync = pagemap::kScanCheckWpasync;
@@ -52,23 +56,6 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-void mkdirs(const std::string& path) {
-  for (size_t i = 1; i <= path.size(); ++i) {
-    if (i < path.size() && path[i] != '/') continue;
-    std::string p = path.substr(0, i);
-    if (::mkdir(p.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("unable to create '" + p + "'");
-  }
-}
-
-void write_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + strf(".%d.tmp", static_cast<int>(getpid()));
-  ScopedFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd.valid()) throw_errno("unable to create '" + tmp + "'");
-  write_full(fd.get(), text.data(), text.size());
-  fd.reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("unable to rename '" + tmp + "'");
-}
-
 bool is_holder(pid_t h) {
   if (h <= 0) return false;
   try {
@@ -79,13 +66,6 @@ bool is_holder(pid_t h) {
 }
 
 }  // namespace
-
-std::string track_state_dir(const std::string& opt) {
-  if (!opt.empty()) return opt;
-  const char* e = std::getenv("CK_TRACK_DIR");
-  if (e && *e) return e;
-  return "/run/ck/track";
-}
 
 bool vma_trackable(const pb::Vma& v) {
   return vma_has_private_pages(v) && !vma_is_shmem_object(v) && !(v.flags() & MAP_SHARED);
@@ -152,11 +132,8 @@ bool arm_range(int uffd, int pagemap_fd, uint64_t start, uint64_t end) {
   return true;
 }
 
-int arm_tracking(pid_t pid, double* freeze_ms, bool already_stopped) {
+int open_tracking(pid_t pid, double* freeze_ms) {
   uint64_t insn = find_syscall_insn(pid);
-  std::string pm = strf("/proc/%d/pagemap", pid);
-  ScopedFd pagemap(::open(pm.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!pagemap.valid()) throw_errno("unable to open '" + pm + "'");
   ScopedFd pidfd(pidfd_open(pid));
   if (!pidfd.valid()) throw_errno(strf("unable to open a pidfd for pid %d", pid));
 
@@ -164,31 +141,22 @@ int arm_tracking(pid_t pid, double* freeze_ms, bool already_stopped) {
   std::vector<pid_t> stopped;
   struct Release {
     std::vector<pid_t>* tids;
-    bool own;
     ~Release() {
-      if (own)
-        for (pid_t t : *tids) detach_thread(t);
+      for (pid_t t : *tids) detach_thread(t);
     }
-  } release{&stopped, !already_stopped};
-  std::vector<pid_t> tids = list_tids(pid);
-  if (already_stopped) {
-    stopped = tids;
-  } else {
-    std::vector<pid_t> seized;
-    for (pid_t t : tids) {
-      if (ptrace(PTRACE_SEIZE, t, 0, 0) != 0) {
-        if (errno == ESRCH) continue;  // exited meanwhile
-        throw_errno(strf("unable to seize thread %d", t));
-      }
-      stopped.push_back(t);
-      if (ptrace(PTRACE_INTERRUPT, t, 0, 0) != 0 && errno != ESRCH)
-        throw_errno(strf("unable to interrupt thread %d", t));
+  } release{&stopped};
+  for (pid_t t : list_tids(pid)) {
+    if (ptrace(PTRACE_SEIZE, t, 0, 0) != 0) {
+      if (errno == ESRCH) continue;  // exited meanwhile
+      throw_errno(strf("unable to seize thread %d", t));
     }
-    std::vector<pid_t> live;
-    for (pid_t t : stopped)
-      if (wait_interrupt_stop(t)) live.push_back(t);
-    stopped = live;
+    stopped.push_back(t);
+    if (ptrace(PTRACE_INTERRUPT, t, 0, 0) != 0 && errno != ESRCH) throw_errno(strf("unable to interrupt thread %d", t));
   }
+  std::vector<pid_t> live;
+  for (pid_t t : stopped)
+    if (wait_interrupt_stop(t)) live.push_back(t);
+  stopped = live;
   if (stopped.empty()) fail(strf("pid %d has exited", pid));
   double t_seized = ms_since(t0);
 
@@ -201,44 +169,77 @@ int arm_tracking(pid_t pid, double* freeze_ms, bool already_stopped) {
     rs.syscall(SYS_close, static_cast<uint64_t>(rfd));
     if (!uffd.valid()) throw_errno(strf("unable to take the userfaultfd out of pid %d", pid), err);
   }
+  // The threads run again from here: registering and write-protecting need
+  // not stop them (see track.h).
+  for (pid_t t : stopped) detach_thread(t);
+  stopped.clear();
+  double stopped_ms = ms_since(t0);
   struct uffdio_api api;
   std::memset(&api, 0, sizeof api);
   api.api = UFFD_API;
   api.features = kFeatureWpAsync | kFeatureWpUnpopulated;
   if (::ioctl(uffd.get(), UFFDIO_API, &api) != 0)
     throw_errno("unable to enable userfaultfd WP_ASYNC write tracking (Linux 6.7 or later)");
-  double t_uffd = ms_since(t0);
-  // The threads run again from here: registering and write-protecting need
-  // not stop them, as every page is copied after it was protected, and a
-  // mapping that changes meanwhile is seen (no "uw") and copied whole by
-  // the next round.
-  if (!already_stopped) {
-    for (pid_t t : stopped) detach_thread(t);
-    stopped.clear();
-  }
-  double stopped_ms = ms_since(t0);
-  // /proc/PID/maps, not smaps: smaps walks every page table (milliseconds
-  // for a big process) and only the ranges are needed here.
-  std::vector<pb::Vma> vmas = parse_maps(read_file(strf("/proc/%d/maps", pid)), strf("/proc/%d/maps", pid));
-  double t_maps = ms_since(t0);
-  size_t armed = 0, refused = 0;
-  for (const auto& v : vmas) {
-    if (!vma_trackable(v)) continue;
-    if (arm_range(uffd.get(), pagemap.get(), v.start(), v.end())) {
-      ++armed;
-    } else {
-      ++refused;
-      LOG_DEBUG("pid %d: vma %s not tracked (%s): copied whole every round", pid, format_vma(v).c_str(),
-                std::strerror(errno));
-    }
-  }
-  double ms = ms_since(t0);
   if (freeze_ms) *freeze_ms = stopped_ms;
-  LOG_DEBUG("pid %d: seized at %.3f ms, uffd taken and threads resumed at %.3f, maps at %.3f, armed at %.3f", pid,
-            t_seized, t_uffd, t_maps, ms);
-  LOG_INFO("pid %d: write tracking armed on %zu vmas (%zu refused) in %.3f ms, threads stopped %.3f ms", pid, armed,
-           refused, ms, stopped_ms);
+  LOG_DEBUG("pid %d: seized at %.3f ms, uffd taken and threads resumed at %.3f ms", pid, t_seized, stopped_ms);
   return uffd.extract();
+}
+
+namespace {
+// One PAGEMAP_SCAN walk over [start, end) for written pages; with protect,
+// each page found is write-protected again in the same step.  fn(lo, hi,
+// categories) for every region.  Returns 0 or the errno of a failed call.
+template <class Fn>
+int scan_written_pages(int pagemap_fd, uint64_t start, uint64_t end, bool protect, Fn fn) {
+  ck_page_region regs[512];
+  ck_pm_scan_arg a;
+  std::memset(&a, 0, sizeof a);
+  a.size = sizeof a;
+  a.flags = kPmScanCheckWpasync | (protect ? kPmScanWpMatching : 0);
+  a.start = start;
+  a.end = end;
+  a.vec = reinterpret_cast<uintptr_t>(regs);
+  a.vec_len = sizeof regs / sizeof regs[0];
+  a.category_mask = kPageIsWritten;
+  a.return_mask = kPageIsWritten | kPageIsPresent | kPageIsSwapped | kPageIsFile | kPageIsPfnZero;
+  while (a.start < end) {
+    int n = ::ioctl(pagemap_fd, kPagemapScan, &a);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    for (int i = 0; i < n; ++i) fn(regs[i].start, regs[i].end, regs[i].categories);
+    if (a.walk_end <= a.start) break;
+    a.start = a.walk_end;
+  }
+  return 0;
+}
+}  // namespace
+
+bool written_ranges(int pagemap_fd, pid_t pid, uint64_t start, uint64_t end, Ranges* own, Ranges* other) {
+  int err = scan_written_pages(pagemap_fd, start, end, false, [&](uint64_t lo, uint64_t hi, uint64_t c) {
+    bool mine = (c & kPageIsPresent) ? !(c & (kPageIsFile | kPageIsPfnZero)) : (c & kPageIsSwapped) != 0;
+    Ranges* out = mine ? own : other;
+    if (!out->empty() && out->back().second == lo)
+      out->back().second = hi;
+    else
+      out->push_back({lo, hi});
+  });
+  if (err == EPERM) return false;
+  if (err == ESRCH) fail(strf("pid %d vanished during the dump", pid));
+  if (err) throw_errno(strf("unable to scan written pages of pid %d", pid), err);
+  return true;
+}
+
+void clear_written(int pagemap_fd, pid_t pid, const Ranges& ranges) {
+  for (const auto& [lo, hi] : ranges) {
+    int err = scan_written_pages(pagemap_fd, lo, hi, true, [](uint64_t, uint64_t, uint64_t) {});
+    // A mapping changed since (EPERM, ENOENT-like errors): the next round
+    // sees a layout that does not match and copies it whole.
+    if (err == ESRCH) fail(strf("pid %d vanished during the dump", pid));
+    if (err && err != EPERM && err != EINVAL && err != ENOENT)
+      throw_errno(strf("unable to protect written pages of pid %d again", pid), err);
+  }
 }
 
 pid_t spawn_holder(pid_t target, int uffd) {
@@ -299,107 +300,16 @@ int take_from_holder(pid_t holder) {
 }
 
 void stop_holder(pid_t holder) {
-  if (is_holder(holder)) ::kill(holder, SIGTERM);
-}
-
-// ---- state --------------------------------------------------------------------
-
-TrackState::TrackState(const std::string& state_dir, pid_t root)
-    : base_(state_dir), dir_(state_dir + strf("/%d", root)), root_(root) {}
-
-bool TrackState::exists() const {
-  struct stat st;
-  return ::stat((dir_ + "/round").c_str(), &st) == 0;
-}
-
-void TrackState::load() {
-  procs_.clear();
-  std::string r;
-  try {
-    r = read_file(dir_ + "/round");
-  } catch (const Error&) {
-    fail(strf("pid %d is not tracked (no '%s/round'; run ck-memread --track -t %d first)", root_, dir_.c_str(), root_));
-  }
-  unsigned round = 0;
-  if (std::sscanf(r.c_str(), "%u", &round) != 1) bad_input(strf("'%s/round' does not parse", dir_.c_str()));
-  round_ = round;
-  DIR* d = ::opendir(dir_.c_str());
-  if (!d) throw_errno("unable to open '" + dir_ + "'");
-  std::vector<std::string> names;
-  while (struct dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (!n.empty() && n.find_first_not_of("0123456789") == std::string::npos) names.push_back(n);
-  }
-  ::closedir(d);
-  for (const auto& n : names) {
-    std::string path = dir_ + "/" + n;
-    std::string text = read_file(path);
-    TrackedProc p;
-    size_t at = 0;
-    bool head = false;
-    while (at < text.size()) {
-      size_t nl = text.find('\n', at);
-      if (nl == std::string::npos) nl = text.size();
-      std::string line = text.substr(at, nl - at);
-      at = nl + 1;
-      int pid = 0, holder = 0;
-      unsigned long long st = 0;
-      TrackedVma v;
-      unsigned long long s, e, pg, dv, in;
-      unsigned prot, fl, uw;
-      if (std::sscanf(line.c_str(), "pid %d start %llu holder %d", &pid, &st, &holder) == 3) {
-        p.pid = pid, p.start_time = st, p.holder = holder;
-        head = true;
-      } else if (std::sscanf(line.c_str(), "vma %llx %llx %x %x %llx %llx %llu %u", &s, &e, &prot, &fl, &pg, &dv, &in,
-                             &uw) == 8) {
-        v.start = s, v.end = e, v.prot = prot, v.flags = fl, v.pgoff = pg, v.dev = dv, v.ino = in, v.uw = uw != 0;
-        p.vmas.push_back(v);
-      } else if (line != "ck-track 1" && !line.empty()) {
-        bad_input(strf("tracking state '%s' does not parse", path.c_str()));
-      }
+  if (!is_holder(holder)) return;
+  ScopedFd pidfd(pidfd_open(holder));
+  ::kill(holder, SIGTERM);
+  // Its uffd (and the registration of every range with it) goes only when
+  // it has exited: a new uffd would find the ranges busy until then.
+  if (pidfd.valid()) {
+    struct pollfd pf = {pidfd.get(), POLLIN, 0};
+    while (::poll(&pf, 1, 2000) < 0 && errno == EINTR) {
     }
-    if (!head || std::to_string(p.pid) != n) bad_input(strf("tracking state '%s' does not parse", path.c_str()));
-    procs_[p.pid] = p;
   }
-}
-
-void TrackState::save(uint32_t round) {
-  mkdirs(dir_);
-  round_ = round;
-  for (auto& [pid, p] : procs_) {
-    std::string t = "ck-track 1\n";
-    t += strf("pid %d start %" PRIu64 " holder %d\n", p.pid, p.start_time, p.holder);
-    for (const auto& v : p.vmas)
-      t += strf("vma %" PRIx64 " %" PRIx64 " %x %x %" PRIx64 " %" PRIx64 " %" PRIu64 " %u\n", v.start, v.end, v.prot,
-                v.flags, v.pgoff, v.dev, v.ino, v.uw ? 1u : 0u);
-    write_atomic(strf("%s/%d", dir_.c_str(), pid), t);
-  }
-  DIR* d = ::opendir(dir_.c_str());
-  if (d) {
-    std::vector<std::string> stale;
-    while (struct dirent* e = ::readdir(d)) {
-      std::string n = e->d_name;
-      if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos) continue;
-      if (!procs_.count(std::atoi(n.c_str()))) stale.push_back(n);
-    }
-    ::closedir(d);
-    for (const auto& n : stale) ::unlink((dir_ + "/" + n).c_str());
-  }
-  write_atomic(dir_ + "/round", strf("%u\n", round));
-}
-
-void TrackState::remove_all() {
-  for (auto& [pid, p] : procs_) stop_holder(p.holder);
-  DIR* d = ::opendir(dir_.c_str());
-  if (d) {
-    std::vector<std::string> names;
-    while (struct dirent* e = ::readdir(d))
-      if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) names.push_back(e->d_name);
-    ::closedir(d);
-    for (const auto& n : names) ::unlink((dir_ + "/" + n).c_str());
-    ::rmdir(dir_.c_str());
-  }
-  procs_.clear();
 }
 
 }  // namespace ck

@@ -111,7 +111,7 @@ print(hex(h))')
   "$MK" "$T/s.ck" 2>/dev/null
   run ck-crit show < "$T/s.ck"
   assert_success
-  assert_line --partial "stream 1.2 by mkstream 0.1"
+  assert_line --partial "stream 1.3 by mkstream 0.1"
   assert_line "process 100 (sample) ppid 1 pgid 0 sid 0, 2 threads"
   assert_line "  thread 101 worker"
   assert_line "  fd 2 -> PIPE pipe:[4242] flags 0 cloexec"
@@ -127,7 +127,7 @@ print(hex(h))')
   "$MK" "$T/s.ck" 2>/dev/null
   run ck-crit info < "$T/s.ck"
   assert_success
-  assert_line "format:        1.2"
+  assert_line "format:        1.3"
   assert_line "hostname:      testhost"
   assert_line "root pid:      100"
   assert_line "frames:        22"
@@ -178,7 +178,7 @@ print(hex(h))')
   run ck-crit info < "$T/bad/flip-frame.ck"
   assert_output --partial "checksum mismatch (stream corrupted)"
   run ck-crit info < "$T/bad/newer.ck"
-  assert_output --partial "version 2.0 is newer than this ck reads (1.2)"
+  assert_output --partial "version 2.0 is newer than this ck reads (1.3)"
   run ck-crit decode < "$T/bad/huge-frame.ck"
   assert_output --partial "over the 16777216 limit"
 }

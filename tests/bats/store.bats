@@ -120,7 +120,7 @@ print(hex(h))')
   run ck-store put -D "$T/img" < "$T/bad/flip-frame.ck"
   assert_output --partial "checksum mismatch (stream corrupted)"
   run ck-store put -D "$T/img" < "$T/bad/newer.ck"
-  assert_output --partial "version 2.0 is newer than this ck reads (1.2)"
+  assert_output --partial "version 2.0 is newer than this ck reads (1.3)"
   run ck-store put -D "$T/img" < "$T/bad/huge-frame.ck"
   assert_output --partial "over the 16777216 limit"
   run ck-store put -D "$T/img" < "$T/bad/empty.ck"

@@ -16,6 +16,12 @@
 #    must say PASS, or the figure is not printed.
 #  - restore_tree10: a 10-process tree (tree10), dumped and restored the
 #    same way, in milliseconds; it too must pass its check after the last.
+#  - with CK_RESTORE_BEFORE=PATH (another ck-restore, say one built from
+#    an older commit): restore_1GiB_before, the same figure for that binary
+#    measured in this run just before ours, and _after_vs_before (wall and
+#    CPU: the CPU figure moves less with other load on the machine).  Every
+#    page a restore places is checked against its run's digest (since issue
+#    10); this is how that cost was measured.
 # Prints "bench: NAME = VALUE UNIT".
 set -u
 top=${CK_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -81,9 +87,9 @@ bench_restore() {
     rm -f "$tmp/pid"
     t0=$(nsec)
     if [ -n "$TIME" ]; then
-      $TIME -f '%U %S' -o "$tmp/time" ck-restore -D "$tmp/$name.img" -d --pidfile "$tmp/pid" 2>"$tmp/$name.err"
+      $TIME -f '%U %S' -o "$tmp/time" ${RESTORE:-ck-restore} -D "$tmp/$name.img" -d --pidfile "$tmp/pid" 2>"$tmp/$name.err"
     else
-      ck-restore -D "$tmp/$name.img" -d --pidfile "$tmp/pid" 2>"$tmp/$name.err"
+      ${RESTORE:-ck-restore} -D "$tmp/$name.img" -d --pidfile "$tmp/pid" 2>"$tmp/$name.err"
     fi
     st=$?
     t1=$(nsec)
@@ -126,6 +132,20 @@ echo "bench: restore_memcpy_1GiB_to_fresh = $fresh GB/s"
 echo "bench: load_average = $(cut -d' ' -f1 /proc/loadavg) tasks"
 
 rc=0
+before=""
+if [ -n "${CK_RESTORE_BEFORE:-}" ]; then
+  if r=$(RESTORE=$CK_RESTORE_BEFORE bench_restore before counter 1024); then
+    before=${r%% *}
+    before_cpu=${r##* }
+    awk -v ns="$before" -v cpu="$before_cpu" 'BEGIN {
+      printf "bench: restore_1GiB_before = %.0f ms\n", ns / 1e6
+      if (cpu > 0) printf "bench: restore_1GiB_before_cpu = %.0f ms\n", cpu / 1e6
+    }'
+  else
+    rc=1
+  fi
+  rm -rf "$tmp/before.img"
+fi
 if r=$(bench_restore big counter 1024); then
   set -- $r
   awk -v ns="$1" -v cpu="$2" -v mc="$memcpy" -v full="$full" -v fr="$fresh" -v gib=$GIB 'BEGIN {
@@ -135,6 +155,13 @@ if r=$(bench_restore big counter 1024); then
     printf "bench: restore_1GiB_vs_memcpy_full = %.2f ratio\n", t / f
     printf "bench: restore_1GiB_vs_memcpy_fresh = %.2f ratio\n", t / n
     if (cpu > 0) printf "bench: restore_1GiB_cpu_vs_memcpy = %.2f ratio\n", cpu / 1e9 / m
+  }'
+  [ -n "$before" ] && awk -v a="$1" -v b="$before" -v ca="$2" -v cb="$before_cpu" 'BEGIN {
+    printf "bench: restore_1GiB_after_vs_before = %.2f ratio\n", a / b
+    if (ca > 0 && cb > 0) {
+      printf "bench: restore_1GiB_cpu = %.0f ms\n", ca / 1e6
+      printf "bench: restore_1GiB_cpu_after_vs_before = %.2f ratio\n", ca / cb
+    }
   }'
 else
   rc=1

@@ -12,6 +12,10 @@
 //   memread_check bytes FILE PID ADDR LEN   those bytes in hex
 //   memread_check shm FILE                  one line per shared object
 //   memread_check procs FILE                the pids of the Process frames
+//   memread_check runs FILE                 one line per page run with payload:
+//                                           PID ADDR NPAGES STREAM_OFFSET PAGES_OFFSET ROUND
+//                                           (where its payload starts in FILE, and in
+//                                           the pages.img of an image put from FILE)
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -448,7 +452,23 @@ int cli(int argc, char** argv) {
     for (uint32_t p : d.procs) std::printf("%u\n", p);
     return 0;
   }
-  std::fprintf(stderr, "usage: memread_check maps|sum|bytes|shm|procs FILE ...\n");
+  if (cmd == "runs" && argc == 3) {
+    ScopedFd fd(::open(argv[2], O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) throw_errno(std::string("unable to open '") + argv[2] + "'");
+    StreamReader r(fd.get(), argv[2]);
+    pb::Frame f;
+    uint64_t pos = sizeof kMagic, pay = 0;
+    while (r.next(&f)) {
+      pos += 4 + r.raw().size();
+      if (!f.has_pages() || !f.pages().has_payload()) continue;
+      const auto& p = f.pages();
+      uint64_t len = uint64_t{p.npages()} * kPageSize;
+      std::printf("%u %#" PRIx64 " %u %" PRIu64 " %" PRIu64 " %u\n", p.pid(), p.addr(), p.npages(), pos, pay, p.round());
+      pos += len, pay += len;
+    }
+    return 0;
+  }
+  std::fprintf(stderr, "usage: memread_check maps|sum|bytes|shm|procs|runs FILE ...\n");
   return 2;
 }
 

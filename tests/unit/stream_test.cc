@@ -128,7 +128,7 @@ TEST(bad_magic_and_newer_version) {
   }
   close(p[1]);
   StreamReader r(p[0], "test");
-  CHECK_THROWS(r.header(), kBadInput, "version 9.2 is newer than this ck reads (1.2)");
+  CHECK_THROWS(r.header(), kBadInput, "version 9.3 is newer than this ck reads (1.3)");
   close(p[0]);
 }
 
@@ -471,7 +471,7 @@ TEST(forwarding_a_1_1_stream_keeps_every_byte) {
   CHECK_THROWS(forward(t), kBadInput, "page data of pid 7 at 0x14000 (2 pages) does not match its digest");
 }
 
-TEST(forwarding_a_1_0_stream_gives_1_1_with_digests) {
+TEST(forwarding_a_1_0_stream_gives_this_version_with_digests) {
   // 300 pages: more than the forwarder holds at once (256), so it comes out
   // as two runs, each with the digest of its part.
   std::string a = pattern(300, 7), b = pattern(2, 8);

@@ -14,6 +14,7 @@
 #include "crit.h"
 #include "sock.h"
 #include "error.h"
+#include "image.h"
 #include "stream.h"
 
 namespace crit {
@@ -72,6 +73,9 @@ int info(Source& s) {
   std::printf("created:       %s\n", when(h.created_ns()).c_str());
   std::printf("root pid:      %u\n", h.root_pid());
   std::printf("incremental:   %s\n", h.incremental() ? "yes" : "no");
+  if (ck::names_round(h))  // (an image read through its chain is whole: computed against nothing)
+    std::printf("round:         %u of dump %016" PRIx64 "%s\n", h.round().gen(), h.round().dump(),
+                h.round().base() ? ck::strf(", computed against round %u", h.round().base()).c_str() : "");
   std::printf("frames:        %" PRIu64 "\n", t.frames());
   std::printf("payload bytes: %" PRIu64 "\n", t.payload_bytes());
   std::printf("checksum:      %#018" PRIx64 " ok\n", t.checksum());

@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
       "running, so its memory may change while it is read (freeze it with ck-freeze for a consistent image).\n"
       "Without -t: reads a stream on stdin, forwards it and appends the memory of every process in it.\n"
       "Pre-dump rounds: --track arms write tracking and copies everything (round 1); each --dirty copies\n"
-      "only what was written since the round before (also inside ck-freeze, for the last round)."};
+      "what was written since a round known to be stored: the one named by --since (the id ck-store put\n"
+      "printed for it), else the newest one confirmed so far (also inside ck-freeze, for the last round)."};
   ck::CommonOptions o;
   ck::MemreadOptions m;
   size_t buffer_kib = m.buffer_bytes >> 10;
@@ -24,7 +25,11 @@ int main(int argc, char** argv) {
   app.add_flag("--no-parasite", m.no_parasite,
                "in a pipeline under ck-freeze: copy pages with process_vm_readv, not through the page parasite");
   auto* track = app.add_flag("--track", m.track, "with -t: arm write tracking (brief freeze), then copy every page");
-  auto* dirty = app.add_flag("--dirty", m.dirty, "copy only pages written since the last --track/--dirty round");
+  auto* dirty = app.add_flag("--dirty", m.dirty, "copy only pages written since a round known to be stored (--since)");
+  app.add_option("--since", m.since,
+                 "with --dirty: the round this one builds on, as ck-store put printed it (DUMP:N) or its number; "
+                 "it is taken as stored (default: the newest round confirmed stored, 1 at first)")
+      ->needs(dirty);
   auto* untrack = app.add_flag("--untrack", m.untrack, "with -t: end write tracking of PID");
   track->excludes(dirty)->excludes(untrack);
   dirty->excludes(untrack);

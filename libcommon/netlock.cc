@@ -10,11 +10,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <cstring>
 
 #include "error.h"
 #include "log.h"
 #include "sock.h"
+#include "sock_impl.h"
 
 CK_LOG_MODULE("netlock");
 
@@ -28,18 +32,7 @@ std::string addr_only(const pb::InetAddr& a) {
   return buf;
 }
 
-// A v4-mapped IPv6 address (::ffff:a.b.c.d) travels as IPv4 on the wire.
-bool v4_mapped(const pb::InetAddr& a) {
-  static const char prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '\xff', '\xff'};
-  return a.family() == AF_INET6 && a.addr().size() == 16 && std::memcmp(a.addr().data(), prefix, 12) == 0;
-}
-
-pb::InetAddr as_v4(const pb::InetAddr& a) {
-  pb::InetAddr v = a;
-  v.set_family(AF_INET);
-  v.set_addr(a.addr().substr(12));
-  return v;
-}
+bool any_addr(const pb::InetAddr& a) { return a.addr().find_first_not_of('\0') == std::string::npos; }
 
 }  // namespace
 
@@ -49,27 +42,36 @@ std::string NetLock::new_name(pid_t root) {
   return strf("ck_lock_%d_%08x", root, r);
 }
 
+void NetLock::add(const pb::Socket& s) {
+  if ((s.family() != AF_INET && s.family() != AF_INET6) || s.type() != SOCK_STREAM) return;
+  uint32_t st = s.inet().tcp().state();
+  if (st == TCP_LISTEN)
+    add_listener(s.inet().local());
+  else if (st != TCP_CLOSE)
+    add_connection(s.inet().local(), s.inet().remote());
+}
+
 void NetLock::add_connection(const pb::InetAddr& l, const pb::InetAddr& r) {
-  bool v4 = l.family() == AF_INET || (v4_mapped(l) && v4_mapped(r));
-  pb::InetAddr ll = v4 && l.family() == AF_INET6 ? as_v4(l) : l, rr = v4 && r.family() == AF_INET6 ? as_v4(r) : r;
+  // A v4-mapped IPv6 pair travels as IPv4 on the wire.
+  pb::InetAddr ll = unmapped(l), rr = unmapped(r);
+  bool v4 = ll.family() == AF_INET && rr.family() == AF_INET;
+  if (!v4) ll = l, rr = r;
   (v4 ? conns4_ : conns6_).push_back(strf("%s . %u . %s . %u", addr_only(ll).c_str(), ll.port(), addr_only(rr).c_str(), rr.port()));
 }
 
 void NetLock::add_listener(const pb::InetAddr& l) {
-  bool any4 = l.family() == AF_INET || v4_mapped(l);
-  pb::InetAddr ll = l.family() == AF_INET6 && v4_mapped(l) ? as_v4(l) : l;
-  // A listener on the wildcard address takes connections to any address.
-  bool wild = ll.addr().find_first_not_of('\0') == std::string::npos;
-  if (wild) {
-    listen4_.push_back(strf("%u", ll.port()));
-    if (l.family() == AF_INET6 && !v4_mapped(l)) listen6_.push_back(strf("%u", ll.port()));
+  // A listener on the wildcard address takes connections to any address
+  // (an IPv6 one also IPv4, unless IPV6_V6ONLY: both are locked).
+  if (any_addr(l)) {
+    ports4_.push_back(strf("%u", l.port()));
+    if (l.family() == AF_INET6) ports6_.push_back(strf("%u", l.port()));
     return;
   }
-  (any4 ? listen4_ : listen6_).push_back(strf("%u", ll.port()));
+  pb::InetAddr ll = unmapped(l);
+  (ll.family() == AF_INET ? listen4_ : listen6_).push_back(strf("%s . %u", addr_only(ll).c_str(), ll.port()));
 }
 
 void NetLock::lock() {
-  // Priority -300: before conntrack and any filter of the host's own.
   // Incoming segments are matched with the addresses turned around.
   std::string s = strf("table inet %s {\n", table_.c_str());
   auto set = [&](const char* name, const char* type, const std::vector<std::string>& elems) {
@@ -83,22 +85,33 @@ void NetLock::lock() {
   };
   set("c4", "ipv4_addr . inet_service . ipv4_addr . inet_service", conns4_);
   set("c6", "ipv6_addr . inet_service . ipv6_addr . inet_service", conns6_);
-  set("l4", "inet_service", listen4_);
-  set("l6", "inet_service", listen6_);
-  s += "  chain in { type filter hook input priority -300; policy accept;\n"
-       "    ip daddr . tcp dport . ip saddr . tcp sport @c4 drop\n"
-       "    ip6 daddr . tcp dport . ip6 saddr . tcp sport @c6 drop\n"
-       "    meta nfproto ipv4 tcp flags & (syn | ack) == syn tcp dport @l4 drop\n"
-       "    meta nfproto ipv6 tcp flags & (syn | ack) == syn tcp dport @l6 drop\n"
-       "  }\n"
-       "  chain out { type filter hook output priority -300; policy accept;\n"
-       "    ip saddr . tcp sport . ip daddr . tcp dport @c4 drop\n"
-       "    ip6 saddr . tcp sport . ip6 daddr . tcp dport @c6 drop\n"
-       "  }\n"
-       "}\n";
+  set("l4", "ipv4_addr . inet_service", listen4_);
+  set("l6", "ipv6_addr . inet_service", listen6_);
+  set("p4", "inet_service", ports4_);
+  set("p6", "inet_service", ports6_);
+  s += strf("  chain in { type filter hook input priority -300; policy accept;\n"
+            "    meta mark 0x%08x accept\n"
+            "    ip daddr . tcp dport . ip saddr . tcp sport @c4 drop\n"
+            "    ip6 daddr . tcp dport . ip6 saddr . tcp sport @c6 drop\n"
+            "    tcp flags & (syn | ack) == syn ip daddr . tcp dport @l4 drop\n"
+            "    tcp flags & (syn | ack) == syn ip6 daddr . tcp dport @l6 drop\n"
+            "    tcp flags & (syn | ack) == syn meta nfproto ipv4 tcp dport @p4 drop\n"
+            "    tcp flags & (syn | ack) == syn meta nfproto ipv6 tcp dport @p6 drop\n"
+            "  }\n"
+            "  chain out { type filter hook output priority -300; policy accept;\n"
+            "    meta mark 0x%08x accept\n"
+            "    ip saddr . tcp sport . ip daddr . tcp dport @c4 drop\n"
+            "    ip6 saddr . tcp sport . ip6 daddr . tcp dport @c6 drop\n"
+            "    tcp flags & (syn | ack) == syn | ack ip saddr . tcp sport @l4 drop\n"
+            "    tcp flags & (syn | ack) == syn | ack ip6 saddr . tcp sport @l6 drop\n"
+            "    tcp flags & (syn | ack) == syn | ack meta nfproto ipv4 tcp sport @p4 drop\n"
+            "    tcp flags & (syn | ack) == syn | ack meta nfproto ipv6 tcp sport @p6 drop\n"
+            "  }\n"
+            "}\n",
+            kInjectMark, kInjectMark);
   run_nft(netns_, s);
-  LOG_INFO("network lock '%s': %zu connections, %zu listening ports", table_.c_str(), conns4_.size() + conns6_.size(),
-           listen4_.size() + listen6_.size());
+  LOG_INFO("network lock '%s': %zu connections, %zu listening addresses", table_.c_str(), conns4_.size() + conns6_.size(),
+           listen4_.size() + listen6_.size() + ports4_.size() + ports6_.size());
 }
 
 void run_nft(int netns, const std::string& script) {

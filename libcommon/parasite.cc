@@ -133,7 +133,7 @@ void Parasite::take_out() {
   }
 }
 
-long Parasite::run(int cancel_fd) {
+long Parasite::run(int cancel_fd, const std::function<void()>& idle) {
   if (broken_) fail(strf("the parasite in pid %d failed before", pid_));
   broken_ = true;
   user_regs_struct r = rs_.saved();
@@ -190,6 +190,7 @@ long Parasite::run(int cancel_fd) {
       while (::read(sfd.get(), &ssi, sizeof ssi) > 0) {
       }
     }
+    if (idle) idle();
     if (n > 0 && cancel_fd >= 0 && !cancelled && p[1].revents) {
       LOG_DEBUG("pid %d: the stage went away: stopping the parasite", pid_);
       cancelled = true;

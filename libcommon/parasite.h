@@ -10,6 +10,7 @@
 // Only the thread's tracer can make one.  Stages that are not the tracer
 // (ck-memread under ck-freeze) ask the tracer through a TracerClient.
 #pragma once
+#include <functional>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -53,7 +54,9 @@ class Parasite {
   // becomes readable or hangs up first, the thread is interrupted and run
   // throws.  Throws too if the parasite faults or the thread dies; the
   // parasite is then unusable (destroy it).
-  long run(int cancel_fd = -1);
+  // idle, if given, is called while the parasite runs (every few ms):
+  // the tracer serves its other stages meanwhile.
+  long run(int cancel_fd = -1, const std::function<void()>& idle = {});
 
  private:
   void take_pipe(int remote_keep, ScopedFd* ours, int* keep_slot);

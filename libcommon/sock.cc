@@ -15,7 +15,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <linux/netlink.h>
+#include <sched.h>
+#include <sys/stat.h>
+
 #include <csignal>
+#include <exception>
+#include <map>
 #include <cstdlib>
 #include <cstring>
 
@@ -31,6 +37,13 @@ CK_LOG_MODULE("sock");
 #endif
 #ifndef UDP_CORK
 #define UDP_CORK 1
+#endif
+#ifndef SO_BUF_LOCK
+#define SO_BUF_LOCK 72
+#endif
+#ifndef SOCK_SNDBUF_LOCK
+#define SOCK_SNDBUF_LOCK 1
+#define SOCK_RCVBUF_LOCK 2
 #endif
 
 namespace ck {
@@ -57,10 +70,15 @@ struct Supported {
   int family, type, protocol;  // protocol -1: any
 };
 constexpr Supported kSupported[] = {
-    {AF_UNIX, SOCK_STREAM, -1},
-    {AF_UNIX, SOCK_DGRAM, -1},
-    {AF_UNIX, SOCK_SEQPACKET, -1},
+    {AF_UNIX, SOCK_STREAM, -1},         {AF_UNIX, SOCK_DGRAM, -1},           {AF_UNIX, SOCK_SEQPACKET, -1},
+    {AF_INET, SOCK_STREAM, IPPROTO_TCP}, {AF_INET6, SOCK_STREAM, IPPROTO_TCP},
+    {AF_INET, SOCK_DGRAM, IPPROTO_UDP},  {AF_INET6, SOCK_DGRAM, IPPROTO_UDP},
+    {AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE}, {AF_INET6, SOCK_DGRAM, IPPROTO_UDPLITE},
+    {AF_INET, SOCK_DGRAM, IPPROTO_ICMP}, {AF_INET6, SOCK_DGRAM, IPPROTO_ICMPV6},
 };
+
+const char* tcp_state_names[] = {"?",         "ESTABLISHED", "SYN-SENT",  "SYN-RECV",   "FIN-WAIT-1", "FIN-WAIT-2",
+                                 "TIME-WAIT", "CLOSE",       "CLOSE-WAIT", "LAST-ACK", "LISTEN",     "CLOSING"};
 
 }  // namespace
 
@@ -103,8 +121,49 @@ std::string sock_unrestorable(const pb::Socket& s) {
     if (u.ino() == 0) return "no unix socket state";
     if (u.state() != 1 && u.state() != 7 && u.state() != 10) return strf("unix socket state %u", u.state());
     if (u.name().size() > sizeof(sockaddr_un::sun_path)) return "a unix name longer than sun_path";
+    return {};
   }
+  // AF_INET / AF_INET6
+  const pb::InetSock& in = s.inet();
+  auto addr_ok = [&](const pb::InetAddr& a) {
+    return (a.family() == AF_INET && a.addr().size() == 4) || (a.family() == AF_INET6 && a.addr().size() == 16);
+  };
+  if (!addr_ok(in.local()) || in.local().family() != static_cast<uint32_t>(s.family())) return "no local address";
+  if (in.connected() && (!addr_ok(in.remote()) || in.remote().family() != in.local().family())) return "no peer address";
+  if (s.type() == SOCK_STREAM) {
+    const pb::TcpState& t = in.tcp();
+    switch (t.state()) {
+      case TCP_LISTEN:
+        if (t.waiting())
+          return strf("listening, with %u connection%s not yet accepted (they cannot be put back into its queue)", t.waiting(),
+                      t.waiting() == 1 ? "" : "s");
+        return {};
+      case TCP_CLOSE:
+        if (t.dead()) return "a connection that was closed or reset, and the program has not seen its end yet";
+        return {};
+      case TCP_ESTABLISHED:
+      case TCP_FIN_WAIT1:
+      case TCP_FIN_WAIT2:
+      case TCP_CLOSE_WAIT:
+      case TCP_LAST_ACK:
+      case TCP_CLOSING:
+        if (!in.connected()) return "a connection without a peer address";
+        if (t.unsent() > t.sendq().size()) return "more unsent bytes than the send queue holds";
+        if (t.state() == TCP_FIN_WAIT2 && !t.sendq().empty()) return "FIN-WAIT-2 with unacknowledged data";
+        return {};
+      default:
+        if (t.state() == TCP_SYN_SENT) return "TCP state SYN-SENT (a connect() in progress)";
+        return strf("TCP state %s", tcp_state_name(t.state()));
+    }
+  }
+  const pb::UdpState& u = in.udp();
+  if (u.has_pending() && !in.connected() && !addr_ok(u.pending_to())) return "a corked datagram without a destination";
+  if (u.has_pending() && s.protocol() != IPPROTO_UDP && s.protocol() != IPPROTO_UDPLITE) return "pending data on a ping socket";
   return {};
+}
+
+const char* tcp_state_name(uint32_t state) {
+  return state < sizeof tcp_state_names / sizeof tcp_state_names[0] ? tcp_state_names[state] : "?";
 }
 
 void fault_point(const char* name) {
@@ -142,7 +201,36 @@ std::string sock_summary(const pb::Socket& s) {
     }
     if (u.shutdown() & 2) out += ", shut down for writing";
     if (u.shutdown() & 1) out += ", shut down for reading";
+    return out;
   }
+  if (s.family() != AF_INET && s.family() != AF_INET6) return out;
+  const pb::InetSock& in = s.inet();
+  out += " " + inet_addr_str(in.local());
+  if (in.connected()) out += " -> " + inet_addr_str(in.remote());
+  if (s.type() == SOCK_STREAM) {
+    const pb::TcpState& t = in.tcp();
+    out += std::string(" ") + tcp_state_name(t.state());
+    if (t.state() == TCP_LISTEN) out += strf(", backlog %u", t.backlog());
+    if (!t.recvq().empty()) out += strf(", %zu bytes to read", t.recvq().size());
+    if (!t.sendq().empty()) out += strf(", %zu bytes not acknowledged (%u unsent)", t.sendq().size(), t.unsent());
+    return out;
+  }
+  const pb::UdpState& u = in.udp();
+  if (u.queue_size()) {
+    uint64_t bytes = 0;
+    for (const auto& d : u.queue()) bytes += d.data().size();
+    out += strf(", %d datagrams queued (%llu bytes)", u.queue_size(), static_cast<unsigned long long>(bytes));
+  }
+  if (u.cork()) out += ", corked";
+  if (u.has_pending())
+    out += strf(", %zu bytes pending%s", u.pending().size(), in.connected() ? "" : (" for " + inet_addr_str(u.pending_to())).c_str());
+  for (const auto& g : u.groups()) {
+    char buf[INET6_ADDRSTRLEN] = "?";
+    inet_ntop(g.group().size() == 4 ? AF_INET : AF_INET6, g.group().data(), buf, sizeof buf);
+    out += strf(", member of %s on %s", buf, g.ifname().empty() ? "?" : g.ifname().c_str());
+  }
+  if (in.shutdown() & 2) out += ", shut down for writing";
+  if (in.shutdown() & 1) out += ", shut down for reading";
   return out;
 }
 
@@ -223,12 +311,58 @@ uint64_t netns_cookie(int sock_fd) {
   return c;
 }
 
+void in_netns(int sock_fd, const std::function<void()>& f) {
+  ScopedFd ns = sock_netns(sock_fd);
+  ScopedFd self(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!self.valid()) throw_errno("unable to open our network namespace");
+  struct stat a, b;
+  if (::fstat(ns.get(), &a) == 0 && ::fstat(self.get(), &b) == 0 && a.st_ino == b.st_ino) {
+    f();
+    return;
+  }
+  if (::setns(ns.get(), CLONE_NEWNET) < 0) throw_errno("unable to enter the network namespace of a socket");
+  std::exception_ptr err;
+  try {
+    f();
+  } catch (...) {
+    err = std::current_exception();
+  }
+  if (::setns(self.get(), CLONE_NEWNET) < 0) throw_errno("unable to go back to our network namespace");
+  if (err) std::rethrow_exception(err);
+}
+
+int sock_diag_fd(int sock_fd) {
+  static std::map<uint64_t, ScopedFd> by_ns;
+  uint64_t cookie = netns_cookie(sock_fd);
+  auto it = by_ns.find(cookie);
+  if (it != by_ns.end()) return it->second.get();
+  int d = -1;
+  in_netns(sock_fd, [&] {
+    d = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (d < 0) throw_errno("unable to open a sock_diag socket");
+  });
+  return by_ns.emplace(cookie, ScopedFd(d)).first->second.get();
+}
+
 // ---- SOL_SOCKET options -----------------------------------------------------------
 
+// An option a socket of this family does not have (SO_PASSCRED on TCP
+// since 6.x) reads as 0 and is not set back.
+bool not_here(int err) { return err == EOPNOTSUPP || err == ENOPROTOOPT; }
+
 void dump_sock_opts(int fd, pb::SockOpts* o) {
-  auto get = [&](int name, const char* what) { return sockopt_int(fd, SOL_SOCKET, name, what); };
+  auto get = [&](int name, const char* what) {
+    int v = 0;
+    socklen_t len = sizeof v;
+    if (::getsockopt(fd, SOL_SOCKET, name, &v, &len) == 0) return v;
+    if (not_here(errno)) return 0;
+    throw_errno(strf("unable to read %s", what));
+  };
   o->set_sndbuf(static_cast<uint32_t>(get(SO_SNDBUF, "SO_SNDBUF")));
   o->set_rcvbuf(static_cast<uint32_t>(get(SO_RCVBUF, "SO_RCVBUF")));
+  int locks = get(SO_BUF_LOCK, "SO_BUF_LOCK");
+  o->set_sndbuf_locked(locks & SOCK_SNDBUF_LOCK);
+  o->set_rcvbuf_locked(locks & SOCK_RCVBUF_LOCK);
   o->set_reuseaddr(get(SO_REUSEADDR, "SO_REUSEADDR"));
   o->set_reuseport(get(SO_REUSEPORT, "SO_REUSEPORT"));
   o->set_keepalive(get(SO_KEEPALIVE, "SO_KEEPALIVE"));
@@ -278,17 +412,34 @@ void dump_sock_opts(int fd, pb::SockOpts* o) {
   if (sig > 0) o->set_sigio(sig);
 }
 
-void restore_sock_opts(int fd, const pb::SockOpts& o, const std::string& who) {
+void restore_sock_bufs(int fd, const pb::SockOpts& o, const std::string& who, uint32_t at_least) {
+  // The kernel doubles what it is given (SO_*BUFFORCE: not capped by
+  // [rw]mem_max), and setting a size locks it; a buffer the kernel sized
+  // itself (autotuning) is unlocked again with SO_BUF_LOCK, which keeps
+  // the size.  Only a size that differs from the fresh socket's is set.
+  auto size = [&](int get, int force, uint32_t want, const char* what) {
+    want = std::max(want, at_least);
+    if (!want || static_cast<uint32_t>(sockopt_int(fd, SOL_SOCKET, get, what)) == want) return;
+    set_sockopt_int(fd, SOL_SOCKET, force, static_cast<int>(want / 2), who, what);
+  };
+  size(SO_SNDBUF, SO_SNDBUFFORCE, o.sndbuf(), "SO_SNDBUF");
+  size(SO_RCVBUF, SO_RCVBUFFORCE, o.rcvbuf(), "SO_RCVBUF");
+  int locks = (o.sndbuf_locked() ? SOCK_SNDBUF_LOCK : 0) | (o.rcvbuf_locked() ? SOCK_RCVBUF_LOCK : 0);
+  if (sockopt_int(fd, SOL_SOCKET, SO_BUF_LOCK, "SO_BUF_LOCK") != locks) set_sockopt_int(fd, SOL_SOCKET, SO_BUF_LOCK, locks, who, "SO_BUF_LOCK");
+}
+
+void restore_sock_opts(int fd, const pb::SockOpts& o, const std::string& who, bool bufs) {
   auto set = [&](int name, int v, const char* what) { set_sockopt_int(fd, SOL_SOCKET, name, v, who, what); };
   auto want = [&](int name, int v, const char* what) {
-    if (sockopt_int(fd, SOL_SOCKET, name, what) != v) set(name, v, what);
+    int now = 0;
+    socklen_t len = sizeof now;
+    if (::getsockopt(fd, SOL_SOCKET, name, &now, &len) < 0) {
+      if (not_here(errno) && !v) return;
+      throw_errno(strf("unable to read %s of %s", what, who.c_str()));
+    }
+    if (now != v) set(name, v, what);
   };
-  // The kernel doubles what it is given; an unlocked buffer it sizes
-  // itself, so only a size that differs from the fresh socket's is set.
-  if (o.sndbuf() && static_cast<uint32_t>(sockopt_int(fd, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF")) != o.sndbuf())
-    set(SO_SNDBUF, static_cast<int>(o.sndbuf() / 2), "SO_SNDBUF");
-  if (o.rcvbuf() && static_cast<uint32_t>(sockopt_int(fd, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF")) != o.rcvbuf())
-    set(SO_RCVBUF, static_cast<int>(o.rcvbuf() / 2), "SO_RCVBUF");
+  if (bufs) restore_sock_bufs(fd, o, who);
   want(SO_REUSEADDR, o.reuseaddr(), "SO_REUSEADDR");
   want(SO_REUSEPORT, o.reuseport(), "SO_REUSEPORT");
   want(SO_KEEPALIVE, o.keepalive(), "SO_KEEPALIVE");

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -49,6 +50,9 @@ std::string sock_refusal(int family, int type, int protocol);
 // ck-restore rebuilds it as recorded; else why not.
 std::string sock_unrestorable(const pb::Socket& s);
 
+// "ESTABLISHED", "FIN-WAIT-1" ...
+const char* tcp_state_name(uint32_t state);
+
 // One line for ck-crit show: "unix stream '/run/x.sock' connected to
 // socket:[123], 3 messages queued (30 bytes), shut down for writing".
 std::string sock_summary(const pb::Socket& s);
@@ -57,9 +61,12 @@ std::string sock_summary(const pb::Socket& s);
 
 void dump_sock_opts(int fd, pb::SockOpts* o);
 // Sets every option that differs from a fresh socket's.  `who` names the
-// socket in messages.  Buffer sizes are set only when the program had set
-// them (the kernel grows unlocked buffers by itself).
-void restore_sock_opts(int fd, const pb::SockOpts& o, const std::string& who);
+// socket in messages.  With bufs, the buffer sizes too (restore_sock_bufs).
+void restore_sock_opts(int fd, const pb::SockOpts& o, const std::string& who, bool bufs = true);
+// The buffer sizes as recorded (at least at_least each, for queues that are
+// refilled), locked as they were: a size the kernel chose stays free to
+// grow (SO_BUF_LOCK).
+void restore_sock_bufs(int fd, const pb::SockOpts& o, const std::string& who, uint32_t at_least = 0);
 
 // ---- the undo log -----------------------------------------------------------------
 
@@ -95,7 +102,7 @@ class UndoLog {
 };
 
 // Puts an uncorked datagram back: corked again with the same bytes (the
-// record's, or what the NFLOG socket nflog_fd caught).  sock_inet.cc.
+// record's, or what the NFLOG socket nflog_fd caught).  sock_udp.cc.
 void udp_recork(int fd, int nflog_fd, const pb::Undo& u);
 
 // Undoes one record (ck-freeze, or the local log).  fd/fd2 as registered.
@@ -117,5 +124,11 @@ std::string inet_addr_str(const pb::InetAddr& a);  // "127.0.0.1:80", "[::1]:80"
 // The network namespace a socket lives in (SIOCGSKNS) and its cookie.
 ScopedFd sock_netns(int fd);
 uint64_t netns_cookie(int sock_fd);
+// Runs f in the network namespace of the socket sock_fd (this thread
+// enters it and comes back, also when f throws).
+void in_netns(int sock_fd, const std::function<void()>& f);
+// A NETLINK_SOCK_DIAG socket made in the network namespace of sock_fd,
+// one per namespace for the whole run (not to be closed).
+int sock_diag_fd(int sock_fd);
 
 }  // namespace ck

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -31,6 +32,7 @@
 #include "log.h"
 #include "netlock.h"
 #include "sock.h"
+#include "sock_impl.h"
 
 CK_LOG_MODULE("sock");
 
@@ -69,7 +71,18 @@ struct SockRestorer::Sock {
 SockRestorer::SockRestorer() = default;
 
 SockRestorer::~SockRestorer() {
-  if (finished_ || !unlock_on_failure_) return;
+  if (finished_) return;
+  // Our own lock goes with the sockets it protected (closed in repair
+  // mode: without a word to their peers); the dump's stays for a retry
+  // unless asked.
+  if (!own_lock_.empty()) {
+    try {
+      netlock_remove(-1, own_lock_);
+    } catch (const std::exception& e) {
+      LOG_ERROR("unable to lift the network lock '%s': %s", own_lock_.c_str(), e.what());
+    }
+  }
+  if (!unlock_on_failure_) return;
   for (const auto& l : locks_) {
     try {
       netlock_remove(-1, l.table());
@@ -132,6 +145,7 @@ std::map<uint32_t, int> SockRestorer::open_all(const std::vector<pb::FileDesc>& 
           in_flight_.emplace(id, std::move(mine));
         }
   open_unix();
+  open_inet();
   std::map<uint32_t, int> out;
   for (auto& s : socks_) {
     if (!s->created) fail("internal: " + s->who + " was not created");
@@ -281,9 +295,37 @@ void SockRestorer::open_unix() {
   unlink_after_.clear();
 }
 
-void SockRestorer::fill(const std::function<pid_t(pid_t)>& outer) {
+void SockRestorer::open_inet() {
+  std::vector<Sock*> in;
   for (auto& s : socks_)
+    if (s->rec.family() == AF_INET || s->rec.family() == AF_INET6) in.push_back(s.get());
+  if (in.empty()) return;
+  // The connections are rebuilt in repair mode under a lock of our own in
+  // this namespace (the dump's may be in another one): until finish()
+  // nothing of them goes out, not the ACK a rebuilt socket sends, nor a
+  // reset from the kernel for a connection not rebuilt yet.
+  NetLock lock(-1, NetLock::new_name(::getpid()));
+  for (Sock* s : in) lock.add(s->rec);
+  if (!lock.empty()) {
+    own_lock_ = lock.table();
+    lock.lock();
+  }
+  // Listeners first: a connection of the tree to one of them (or its
+  // accepted end) binds the same port, which repair mode allows.
+  for (int pass = 0; pass < 2; ++pass)
+    for (Sock* s : in) {
+      bool listener = s->rec.type() == SOCK_STREAM && s->rec.inet().tcp().state() == TCP_LISTEN;
+      if (listener != (pass == 0)) continue;
+      s->fd = s->rec.type() == SOCK_STREAM ? tcp_open(s->rec, s->who) : udp_open(s->rec, s->who);
+      s->created = true;
+    }
+}
+
+void SockRestorer::fill(const std::function<pid_t(pid_t)>& outer) {
+  for (auto& s : socks_) {
     if (s->rec.family() == AF_UNIX) fill_unix(*s, outer);
+    else if (s->rec.type() == SOCK_DGRAM) udp_fill(s->fd.get(), s->rec, s->who);
+  }
   // Shutdowns after every queue is full (a peer shut down for writing
   // cannot be written to), options last (SO_PASSCRED would autobind a
   // socket that sends).
@@ -299,7 +341,7 @@ void SockRestorer::fill(const std::function<pid_t(pid_t)>& outer) {
       throw_errno("unable to shut down " + s->who);
   }
   for (auto& s : socks_) {
-    restore_sock_opts(s->fd.get(), s->rec.opts(), s->who);
+    if (s->rec.family() == AF_UNIX) restore_sock_opts(s->fd.get(), s->rec.opts(), s->who);  // inet: when made
     const pb::SockOpts& o = s->rec.opts();
     if (o.owner_pid()) {
       struct f_owner_ex own = {static_cast<__pid_type>(o.owner_type()), outer(static_cast<pid_t>(o.owner_pid()))};
@@ -399,7 +441,15 @@ void SockRestorer::fill_unix(Sock& r, const std::function<pid_t(pid_t)>& outer) 
 }
 
 void SockRestorer::finish() {
+  // The locks first, then out of repair mode: the window probe each
+  // connection sends then reaches its peer, which answers with where it
+  // is (what it did not get is sent again).
+  if (!own_lock_.empty()) netlock_remove(-1, own_lock_);
+  own_lock_.clear();
   for (const auto& l : locks_) netlock_remove(-1, l.table());
+  for (auto& s : socks_)
+    if (s->rec.type() == SOCK_STREAM && (s->rec.family() == AF_INET || s->rec.family() == AF_INET6))
+      tcp_finish(s->fd.get(), s->rec, s->who);
   socks_.clear();
   by_desc_.clear();
   finished_ = true;

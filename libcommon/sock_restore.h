@@ -55,6 +55,7 @@ class SockRestorer {
   struct Sock;
   Sock& create(Sock& s);
   void open_unix();
+  void open_inet();
   void fill_unix(Sock& s, const std::function<pid_t(pid_t)>& outer);
   Sock* by_ino(uint64_t ino);
   Sock* by_name(const std::string& name, uint64_t not_ino);
@@ -64,6 +65,7 @@ class SockRestorer {
   std::vector<pb::NetLock> locks_;
   std::map<uint32_t, ScopedFd> in_flight_;  // desc id -> our fd of a file sent in flight
   std::vector<std::string> unlink_after_;   // names of deleted sockets, removed once all connected
+  std::string own_lock_;  // the lock ck-restore put up itself while it rebuilds connections
   bool unlock_on_failure_ = false;
   bool finished_ = false;
 };

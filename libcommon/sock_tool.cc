@@ -146,7 +146,16 @@ struct Dump {
   }
   std::vector<SockItem*> unix_batch, inet_batch;
 
+  void emit(StreamWriter& w, SockItem& it) {
+    pb::Frame f;
+    f.set_pid(static_cast<uint32_t>(it.pid));
+    f.mutable_socket()->Swap(&it.rec);
+    w.frame(f);
+    it.emitted = true;
+  }
+
   void run(StreamWriter& w) {
+    ctx.emit = [this, &w](SockItem& it) { emit(w, it); };
     std::vector<SockItem*> batch;
     for (const auto& d : descs) {
       if (d.kind() != pb::FILE_SOCKET) continue;
@@ -176,12 +185,8 @@ struct Dump {
       *f.mutable_file() = d;
       w.frame(f);
     }
-    for (const auto& it : items) {
-      pb::Frame f;
-      f.set_pid(static_cast<uint32_t>(it->pid));
-      *f.mutable_socket() = it->rec;
-      w.frame(f);
-    }
+    for (const auto& it : items)
+      if (!it->emitted) emit(w, *it);
     for (const auto& l : ctx.locks) {
       pb::Frame f;
       *f.mutable_netlock() = l;

@@ -54,30 +54,6 @@ struct UnixDiag {
   uint32_t shutdown = 0;
 };
 
-// One NETLINK_SOCK_DIAG socket per network namespace, made inside it.
-class DiagSockets {
- public:
-  int get(int sock_fd) {
-    uint64_t cookie = netns_cookie(sock_fd);
-    auto it = by_ns_.find(cookie);
-    if (it != by_ns_.end()) return it->second.get();
-    ScopedFd ns = sock_netns(sock_fd);
-    ScopedFd self(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
-    if (!self.valid()) throw_errno("unable to open our network namespace");
-    struct stat a, b;
-    bool same = ::fstat(ns.get(), &a) == 0 && ::fstat(self.get(), &b) == 0 && a.st_ino == b.st_ino;
-    if (!same && ::setns(ns.get(), CLONE_NEWNET) < 0) throw_errno("unable to enter the network namespace of a socket");
-    int d = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-    int err = errno;
-    if (!same && ::setns(self.get(), CLONE_NEWNET) < 0) throw_errno("unable to go back to our network namespace");
-    if (d < 0) throw_errno("unable to open a sock_diag socket", err);
-    return by_ns_.emplace(cookie, ScopedFd(d)).first->second.get();
-  }
-
- private:
-  std::map<uint64_t, ScopedFd> by_ns_;
-};
-
 UnixDiag unix_diag(int diag, uint32_t ino) {
   struct {
     struct nlmsghdr nlh;
@@ -156,11 +132,6 @@ std::string printable(const std::string& name) {
   if (name.empty()) return "(unnamed)";
   if (name[0] == '\0') return "@" + name.substr(1);
   return name;
-}
-
-DiagSockets& diags() {
-  static DiagSockets d;
-  return d;
 }
 
 // Per dump: what check_unix learnt, for dump_unix.
@@ -264,7 +235,7 @@ void check_unix(std::vector<SockItem*>& items, SockDumpCtx& ctx) {
   std::set<uint64_t> reachable = ctx.tree_inodes;
   std::set<uint64_t> waiting;  // clients whose connection a listener has not accepted
   for (SockItem* it : items) {
-    int diag = diags().get(it->sk.get());
+    int diag = sock_diag_fd(it->sk.get());
     UnixDiag d = unix_diag(diag, static_cast<uint32_t>(it->ino));
     if (!d.found) fail(strf("unable to dump %s: sock_diag does not know it", it->who.c_str()));
     if (d.state != kListen && d.state != kEstablished && d.state != kClose)
@@ -276,7 +247,7 @@ void check_unix(std::vector<SockItem*>& items, SockDumpCtx& ctx) {
   }
   for (SockItem* it : items) {
     const UnixDiag& d = dm[it];
-    int diag = diags().get(it->sk.get());
+    int diag = sock_diag_fd(it->sk.get());
     pb::UnixSock* u = it->rec.mutable_unix_sk();
     u->set_ino(it->ino);
     u->set_state(d.state);

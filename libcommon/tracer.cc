@@ -89,6 +89,7 @@ struct TracerService::UndoEntry {
 
 struct TracerService::Conn {
   ScopedFd sock;
+  bool gone = false;  // hung up while another stage's parasite ran (erased by the main loop)
   std::map<pid_t, std::unique_ptr<Parasite>> parasites;
 };
 
@@ -210,7 +211,18 @@ TracerMsg TracerService::handle(Conn& c, const TracerMsg& req, std::vector<Scope
     case kRun:
       if (have == c.parasites.end()) fail(strf("pid %d has no parasite of this connection", req.pid));
       try {
-        rep.result = have->second->run(c.sock.get());
+        // The other stages go on meanwhile: one that waits for the
+        // tracer (ck-sockdump registering an undo record) while the
+        // stage running the parasite waits for it to read its pipe
+        // would otherwise never get its answer.
+        rep.result = have->second->run(c.sock.get(), [&] {
+          for (auto& o : conns_) {
+            if (o.get() == &c || o->gone) continue;
+            struct pollfd one = {o->sock.get(), POLLIN, 0};
+            while (!o->gone && ::poll(&one, 1, 0) > 0 && (one.revents & POLLIN))
+              if (!serve(*o)) o->gone = true;
+          }
+        });
       } catch (...) {
         c.parasites.erase(have);
         busy_.erase(req.pid);
@@ -323,6 +335,13 @@ int TracerService::serve_until_exit(pid_t child) {
     for (size_t i = conns_.size(); i-- > 0;) {
       short ev = fds[2 + i].revents;
       if (!ev) continue;
+      if (ev & POLLIN) {
+        // What poll saw may have been served already, while a parasite
+        // ran (Parasite::run's idle): look again rather than block.
+        struct pollfd one = {conns_[i]->sock.get(), POLLIN, 0};
+        if (::poll(&one, 1, 0) <= 0) continue;
+        ev = one.revents;
+      }
       if ((ev & POLLIN) && serve(*conns_[i])) continue;
       if (ev & (POLLIN | POLLHUP | POLLERR)) {
         LOG_DEBUG("a stage hung up: taking out its %zu parasites", conns_[i]->parasites.size());

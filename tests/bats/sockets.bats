@@ -113,46 +113,84 @@ for n in os.listdir(f"/proc/{pid}/fd"):
   assert_output "$T/srv.sock"
 }
 
-# Issue 11: a socket that no stage of the pipeline dumps is refused by name
-# (family, type, address, kind) before the tree is killed, and the program
-# runs on unchanged; real programs: python3 -m http.server, nc -l, socat
-# (TCP and UDP, which ck-sockdump refuses until it dumps them), and those
-# whose sockets ck-sockdump dumps: an asyncio program, node with a child.
+# Real programs whose sockets ck-sockdump dumps: TCP (python3 -m
+# http.server, nc -l, redis-server with a connected client), UDP (socat),
+# and unix ones (an asyncio program, node with a child).
 
-# free_port: a TCP/UDP port of 127.0.0.1 that nothing uses now.
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# TCP and UDP run in a network namespace of the test's own (the network lock
+# is nftables in the sockets' namespace): NS, made by netns_up, removed in
+# teardown with everything in it.
+netns_up() {
+  NS="ckSOCK$$_${BATS_TEST_NUMBER}"
+  ip netns add "$NS"
+  ip -n "$NS" link set lo up
+  WRAP="nsenter --net=/run/netns/$NS"
+}
+teardown() {
+  local p
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  if [ -n "${NS:-}" ]; then ip netns del "$NS" 2>/dev/null || true; fi
+  rm -rf "$T"
+}
+in_ns() { nsenter --net=/run/netns/"$NS" "$@"; }
+
+# dump_kill_restore_ns: dump_kill_restore, the tree restored into $NS.
+dump_kill_restore_ns() {
+  proc_state "$WPID" > "$T/before"
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  gone "$WPID"
+  run ck-restore -D "$T/img" -d --pidfile "$T/pid" --netns /run/netns/"$NS"
+  assert_success
+  [ "$(cat "$T/pid")" = "$WPID" ]
+  proc_state "$WPID" > "$T/after"
+  diff -u "$T/before" "$T/after"
+  # The dump's lock and ck-restore's own are gone.
+  run in_ns nft list tables
+  refute_output --partial ck_lock_
 }
 
-# refused_by_name PID WHAT KIND: a default dump of PID fails naming WHAT
-# and KIND; nothing is stored and PID is neither killed nor left stopped.
-refused_by_name() {
-  run ck-dump -t "$1" -D "$T/img"
-  assert_failure 1
-  assert_output --partial "unable to dump fd "
-  assert_output --partial "$2"
-  assert_output --regexp "\(([a-z._-]+, )*$3(, [a-z._-]+)*\)"
-  assert_output --partial "the tree resumes as it was"
-  [ ! -e "$T/img/manifest" ]
-  [ "$(task_alive "$1")" = 1 ]
-  ! any_stopped "$1"
-}
-
-@test "python3 -m http.server: refused by name with its address; it serves on" {
-  local port
-  port=$(free_port)
-  only_std setsid python3 -m http.server --bind 127.0.0.1 "$port" --directory "$T" < /dev/null > "$T/http.out" 2>&1 &
-  WPID=$!; PIDS+=("$WPID")
-  echo hello > "$T/hello.txt"
+# wait_listen PROTO PORT: something in $NS listens on PORT (ss -t or -u).
+wait_listen() {
   local i
-  for ((i = 0; i < 100; i++)); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
-    sleep 0.05
-  done
-  refused_by_name "$WPID" "socket AF_INET SOCK_STREAM 127.0.0.1:$port listening" fd.socket.tcp
-  run python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$port/hello.txt', timeout=5).read().decode())"
+  for ((i = 0; i < 200; i++)); do in_ns ss -Hln"$1" 2>/dev/null | grep -q ":$2 " && return 0; sleep 0.05; done
+  return 1
+}
+
+@test "TCP sockets in every state survive dump, kill and restore: queues, sequence numbers, options, closing states" {
+  netns_up
+  start_wl tcpsocks
+  dump_kill_restore_ns
+  check_wl tcpsocks "$WPID"
+}
+
+@test "python3 -m http.server: dumped, killed and restored, it serves again" {
+  netns_up
+  echo hello > "$T/hello.txt"
+  only_std setsid $WRAP python3 -m http.server --bind 127.0.0.1 8000 --directory "$T" < /dev/null > "$T/http.out" 2>&1 &
+  WPID=$!; PIDS+=("$WPID")
+  wait_listen t 8000
+  dump_kill_restore_ns
+  run in_ns python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/hello.txt', timeout=10).read().decode())"
   assert_success
   assert_output hello
+}
+
+@test "redis-server with a client connected over TCP: restored, the client's pipelined requests all get their replies on the same connection" {
+  command -v redis-server > /dev/null || skip "no redis-server"
+  netns_up
+  only_std setsid $WRAP redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+    < /dev/null > "$T/redis.out" 2>&1 &
+  WPID=$!; PIDS+=("$WPID")
+  wait_listen t 6379
+  only_std $WRAP python3 "$CK_TOP/tests/programs/redis_client.py" 6379 "$T/client" "$T/go" < /dev/null > /dev/null 2>&1 &
+  PIDS+=("$!")
+  wait_line "$T/client" '^ready' 20
+  dump_kill_restore_ns
+  touch "$T/go"
+  wait_line "$T/client" '^(PASS|FAIL)' 30
+  run grep -E '^(PASS|FAIL)' "$T/client"
+  assert_output PASS
 }
 
 @test "an asyncio program: its self-pipe socketpair is dumped by ck-sockdump; restored, it counts on" {
@@ -186,28 +224,33 @@ refused_by_name() {
   [ "$(awk '{print $4}' /proc/"$child"/stat)" = "$WPID" ]
 }
 
-@test "nc -l: refused by name with its port; it still takes a connection" {
-  local port
-  port=$(free_port)
-  only_std setsid nc -l 127.0.0.1 "$port" < /dev/null > "$T/nc.out" 2>&1 &
+@test "nc -l: dumped, killed and restored, it takes a connection and prints what comes" {
+  netns_up
+  only_std setsid $WRAP nc -l 127.0.0.1 7000 < /dev/null > "$T/nc.out" 2>&1 &
   WPID=$!; PIDS+=("$WPID")
-  local i
-  for ((i = 0; i < 100; i++)); do grep -q ":$port " <(ss -Hltn 2>/dev/null) && break; sleep 0.05; done
-  refused_by_name "$WPID" "socket AF_INET SOCK_STREAM 127.0.0.1:$port listening" fd.socket.tcp
-  python3 -c "import socket; s = socket.create_connection(('127.0.0.1', $port), 5); s.sendall(b'after the dump\n'); s.close()"
-  wait_line "$T/nc.out" '^after the dump$' 10
+  wait_listen t 7000
+  dump_kill_restore_ns
+  in_ns python3 -c "import socket; s = socket.create_connection(('127.0.0.1', 7000), 5); s.sendall(b'after the restore\n'); s.close()"
+  wait_line "$T/nc.out" '^after the restore$' 10
 }
 
-@test "socat receiving UDP into a file: refused by name with its port; it still receives" {
-  local port
-  port=$(free_port)
-  only_std setsid socat -u "UDP-RECV:$port,bind=127.0.0.1" "OPEN:$T/got,creat,append" < /dev/null > /dev/null 2>&1 &
+@test "UDP: queued datagrams with their sources and corked data (UDP_CORK, MSG_MORE) survive dump, kill and restore" {
+  netns_up
+  only_std setsid $WRAP python3 "$CK_TOP/tests/programs/udp_cork.py" < /dev/null > "$T/udp.out" 2>&1 &
   WPID=$!; PIDS+=("$WPID")
-  local i
-  for ((i = 0; i < 100; i++)); do grep -q ":$port " <(ss -Hlun 2>/dev/null) && break; sleep 0.05; done
-  refused_by_name "$WPID" "socket AF_INET SOCK_DGRAM 127.0.0.1:$port" fd.socket.udp
-  python3 -c "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'after the dump\n', ('127.0.0.1', $port))"
-  wait_line "$T/got" '^after the dump$' 10
+  wait_line "$T/udp.out" '^READY' 20
+  dump_kill_restore_ns
+  check_wl udp "$WPID"
+}
+
+@test "socat receiving UDP into a file: dumped, killed and restored, it receives again" {
+  netns_up
+  only_std setsid $WRAP socat -u "UDP-RECV:7001,bind=127.0.0.1" "OPEN:$T/got,creat,append" < /dev/null > /dev/null 2>&1 &
+  WPID=$!; PIDS+=("$WPID")
+  wait_listen u 7001
+  dump_kill_restore_ns
+  in_ns python3 -c "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'after the restore\n', ('127.0.0.1', 7001))"
+  wait_line "$T/got" '^after the restore$' 10
 }
 
 @test "ck-restore as the sink refuses a socket before it creates anything; the tree runs on" {

@@ -620,15 +620,10 @@ int restore_tree(const RestoreOptions& o) {
         if (run.file()) {  // contents of a deleted file or memfd
           if (!run.has_payload()) {
             R.files.write_contents(run, nullptr, len, 0);
-          } else if (const char* in_place = src->payload_in_place(len)) {
-            R.files.write_contents(run, in_place, len, 0);
           } else {
-            for (uint64_t off = 0; off < len;) {
-              size_t n = std::min<uint64_t>(buf.size(), len - off);
-              src->read_payload(buf.data(), n);
-              R.files.write_contents(run, buf.data(), n, off);
-              off += n;
-            }
+            // Written as checked, like memory: only the restorer holds the
+            // inode (deleted, or a memfd) until the tree runs.
+            src->payload([&](uint64_t off, const char* p, size_t n) { R.files.write_contents(run, p, n, off); });
           }
           break;
         }

@@ -139,9 +139,14 @@ check_restored() {
   # round 4: ck-memread killed midway, so it is no base either
   mkfifo "$T/fifo"
   exec 8<>"$T/fifo"
+  # half a second of writes at 1000 pages/s: a stream far over what the
+  # FIFO holds, so ck-memread is still writing when it is killed
+  sleep 0.5
   ck-memread --dirty -t "$WPID" > "$T/fifo" &
   m=$!
   head -c 10000 <&8 > /dev/null
+  sleep 0.1
+  [ "$(task_alive "$m")" = 1 ]
   kill -9 "$m"
   wait "$m" || true
   exec 8<&-

@@ -737,7 +737,8 @@ static char task_state_of(pid_t p) {
 static void stopped_check(void) {
   NEED(task_state_of(other) == 'T', "the child is not stopped (state %c)", task_state_of(other));
   kill(other, SIGCONT);
-  for (int i = 0; i < 500 && task_state_of(other) == 'T'; i++) usleep(10000);
+  /* running (R) on its way back into pause() counts as not there yet */
+  for (int i = 0; i < 500 && task_state_of(other) != 'S'; i++) usleep(10000);
   NEED(task_state_of(other) == 'S', "SIGCONT did not continue the child (state %c)", task_state_of(other));
   kill(other, SIGKILL);
   waitpid(other, NULL, 0);

@@ -231,8 +231,11 @@ void stop_self(int sig) {
 // --pidns: pid 1 of the new namespace.  It makes the root task (the rest of
 // the tree comes from there), then reaps whatever is orphaned inside and,
 // when the root ends, ends with its status, which takes the namespace down.
-[[noreturn]] void pidns_init(Restorer& R, int report_fd, int go_r) {
-  ::close(R.go_w);
+// In a stand-in parent of the root (ck-init, ck-parent): makes the root
+// task with its dumped pid, then closes every fd but `keep`.  The stand-in
+// holds nothing of the restorer's: its open files (pipe ends above all)
+// must not stay open in a process the tree does not know.
+void make_root_keeping_only(Restorer& R, int report_fd, int keep, const char* where) {
   struct clone_args a = {};
   pid_t want = R.root;
   a.set_tid = reinterpret_cast<uint64_t>(&want);
@@ -241,13 +244,16 @@ void stop_self(int sig) {
   long r = clone3_raw(&a);
   if (r == 0) helper(R, R.root, report_fd);
   if (r < 0) {
-    dprintf(2, "ck-restore: unable to create pid %d in the new pid namespace: %s\n", R.root, strerror(errno));
+    dprintf(2, "ck-restore: unable to create pid %d%s: %s\n", R.root, where, strerror(errno));
     _exit(70);
   }
-  // Hold nothing of the restorer's: its open files (pipe ends above all)
-  // must not stay open in a process the tree does not know.
-  ::syscall(SYS_close_range, 0, static_cast<unsigned>(go_r) - 1, 0);
-  ::syscall(SYS_close_range, static_cast<unsigned>(go_r) + 1, ~0u, 0);
+  ::syscall(SYS_close_range, 0, static_cast<unsigned>(keep) - 1, 0);
+  ::syscall(SYS_close_range, static_cast<unsigned>(keep) + 1, ~0u, 0);
+}
+
+[[noreturn]] void pidns_init(Restorer& R, int report_fd, int go_r) {
+  ::close(R.go_w);
+  make_root_keeping_only(R, report_fd, go_r, " in the new pid namespace");
   prctl(PR_SET_NAME, "ck-init");
   // The restorer tells us when the tree runs; if it fails or dies first,
   // we end, and the namespace with us.
@@ -271,19 +277,7 @@ void stop_self(int sig) {
 [[noreturn]] void proxy_parent(Restorer& R, int report_fd, int proxy_r) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   ::close(R.proxy_w);
-  struct clone_args a = {};
-  pid_t want = R.root;
-  a.set_tid = reinterpret_cast<uint64_t>(&want);
-  a.set_tid_size = 1;
-  a.exit_signal = SIGCHLD;
-  long r = clone3_raw(&a);
-  if (r == 0) helper(R, R.root, report_fd);
-  if (r < 0) {
-    dprintf(2, "ck-restore: unable to create pid %d: %s\n", R.root, strerror(errno));
-    _exit(70);
-  }
-  ::syscall(SYS_close_range, 0, static_cast<unsigned>(proxy_r) - 1, 0);
-  ::syscall(SYS_close_range, static_cast<unsigned>(proxy_r) + 1, ~0u, 0);
+  make_root_keeping_only(R, report_fd, proxy_r, "");
   prctl(PR_SET_NAME, "ck-parent");
   char c;
   while (::read(proxy_r, &c, 1) < 0 && errno == EINTR) {

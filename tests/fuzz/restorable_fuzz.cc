@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "error.h"
+#include "fuzz_input.h"
 #include "fd.h"
 #include "restorable.h"
 #include "stream.h"
@@ -46,11 +47,7 @@ void run_check(Check&& check, const std::vector<ck::pb::Frame>& frames) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static int fd = memfd_create("fuzz", 0);
-  if (fd < 0) abort();
-  if (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0) abort();
-  if (size) ck::write_full(fd, data, size);
-  lseek(fd, 0, SEEK_SET);
+  int fd = ckfuzz::input_fd(data, size);
   std::vector<ck::pb::Frame> frames;
   try {
     ck::StreamReader r(fd, "fuzz");

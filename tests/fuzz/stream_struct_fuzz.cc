@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "error.h"
+#include "fuzz_input.h"
 #include "fd.h"
 #include "stream.h"
 #include "stream_mutator.h"
@@ -19,11 +20,7 @@ extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static int fd = memfd_create("fuzz", 0);
-  if (fd < 0) abort();
-  if (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0) abort();
-  if (size) ck::write_full(fd, data, size);
-  lseek(fd, 0, SEEK_SET);
+  int fd = ckfuzz::input_fd(data, size);
   try {
     ck::StreamReader r(fd, "fuzz");
     ck::pb::Frame f;

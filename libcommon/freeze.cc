@@ -469,6 +469,39 @@ void dump_zombie(pid_t p, StreamWriter& w) {
   w.frame(f);
 }
 
+// The command's watchdog: SIGALRM kills its process group, whatever it is
+// blocked in (a stage that is stopped, ck-freeze itself in a write to a
+// pipe that nobody reads).  The writes then fail with EPIPE and the pidfd
+// reports the exit: the usual paths roll back.
+volatile sig_atomic_t command_pgrp = 0;
+volatile sig_atomic_t command_timed_out = 0;
+
+void on_command_timeout(int) {
+  if (command_pgrp > 0) {
+    command_timed_out = 1;
+    ::kill(-command_pgrp, SIGKILL);
+  }
+}
+
+void arm_watchdog(pid_t pgrp, unsigned seconds) {
+  if (seconds == 0) return;
+  command_pgrp = pgrp;
+  command_timed_out = 0;
+  struct sigaction sa = {};
+  sa.sa_handler = on_command_timeout;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGALRM, &sa, nullptr);
+  ::alarm(seconds);
+}
+
+// Returns true when the watchdog fired before it was disarmed.
+bool disarm_watchdog() {
+  ::alarm(0);
+  command_pgrp = 0;
+  return command_timed_out != 0;
+}
+
 int wait_status(pid_t child) {
   int st;
   while (waitpid(child, &st, 0) < 0)
@@ -524,6 +557,7 @@ int freeze_tree(const FreezeOptions& o) {
     child = fork();
     if (child < 0) throw_errno("unable to fork");
     if (child == 0) {
+      ::setpgid(0, 0);  // its own group: the watchdog kills every stage
       dup2(p[0], 0);
       int tfd = tracer->command_fd();
       ::fcntl(tfd, F_SETFD, 0);
@@ -535,6 +569,8 @@ int freeze_tree(const FreezeOptions& o) {
       std::fprintf(stderr, "ck-freeze: unable to run '%s': %s\n", argv[0], std::strerror(errno));
       _exit(127);
     }
+    ::setpgid(child, child);  // whichever of the two runs first
+    arm_watchdog(child, o.timeout_s);
     ::close(p[0]);
     tracer->close_command_fd();
     pipe_w.reset(p[1]);
@@ -575,6 +611,9 @@ int freeze_tree(const FreezeOptions& o) {
       pipe_w.reset();
       ::kill(child, SIGTERM);
       wait_status(child);
+      if (disarm_watchdog())
+        fail(strf("'%s' did not finish within %u s (--timeout): killed it; the tree resumes as it was",
+                  o.command[0].c_str(), o.timeout_s));
     }
     throw;  // the tree resumes as `tree` goes out of scope
   }
@@ -584,6 +623,14 @@ int freeze_tree(const FreezeOptions& o) {
     pipe_w.reset();
     int st = tracer->serve_until_exit(child);
     status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    if (disarm_watchdog() && status != 0) {
+      LOG_ERROR("'%s' did not finish within %u s (--timeout): killed it; the tree resumes as it was",
+                o.command[0].c_str(), o.timeout_s);
+      tracer->settle_rounds(false);  // a round the killed command took was not stored
+      tracer->undo_all();
+      tree.release(0);
+      return 1;
+    }
   }
   if (tracer) tracer->settle_rounds(status == 0);  // pre-dump rounds the command took
   if (status != 0) {

@@ -19,6 +19,11 @@ struct FreezeOptions {
   // Pipes and FIFOs held outside the tree too that the dump accepts
   // ("pipe:[1234]", "fifo:/run/x"), for ck-restore --inherit-fd.
   std::vector<std::string> external;
+  // COMMAND must exit within this many seconds (0: no limit); past it, its
+  // process group is killed and the tree resumes.  A stage stopped by a
+  // signal or stuck on a dead peer would otherwise keep the tree frozen.
+  unsigned timeout_s = kDefaultTimeout;
+  static constexpr unsigned kDefaultTimeout = 600;
 };
 
 // Returns the exit status for ck-freeze: 0, or the command's status.

@@ -502,6 +502,7 @@ int restore_tree(const RestoreOptions& o) {
         R.root = static_cast<pid_t>(f.header().root_pid());
         break;
       case pb::Frame::kProcess: {
+        R.check_caller_may_restore(f.process());
         pid_t p = static_cast<pid_t>(f.process().pid());
         R.tasks[p].proc = f.process();
         if (!R.root) R.root = p;

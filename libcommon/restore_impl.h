@@ -75,6 +75,10 @@ struct Restorer {
     return it->second;
   }
 
+  // Refuses, before anything is created, a task this caller could not give
+  // its credentials or its pid (task_restore.cc).
+  void check_caller_may_restore(const pb::Process& p) const;
+
   ~Restorer();  // unless committed: kills what it created, rolls cgroups back
 };
 

@@ -27,6 +27,42 @@ CK_LOG_MODULE("restore");
 
 namespace ck {
 
+// ck-restore hands every task the credentials its image names.  Run by root
+// that is the job; run by anyone else, an image would be a way to take
+// other users' ids or capabilities, or at best a restore that fails half
+// way in setresuid.  So the caller must be able to do each step itself:
+// ids other than its own need CAP_SETUID / CAP_SETGID, capabilities it
+// does not hold cannot be granted, and pids are chosen through clone3's
+// set_tid, which needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN.
+void Restorer::check_caller_may_restore(const pb::Process& p) const {
+  constexpr int kCapSetgid = 6, kCapSetuid = 7, kCapSysAdmin = 21, kCapCheckpointRestore = 40;
+  const pb::Creds& me = own_creds;
+  auto has = [&](int cap) { return (me.cap_eff() >> cap & 1) != 0; };
+  auto mine = [](const google::protobuf::RepeatedField<uint32_t>& own, uint32_t id) {
+    return std::find(own.begin(), own.end(), id) != own.end();
+  };
+  auto refuse = [&](const std::string& why) {
+    fail(strf("unable to restore pid %u: %s (run ck-restore as root)", p.pid(), why.c_str()));
+  };
+  if (!has(kCapCheckpointRestore) && !has(kCapSysAdmin))
+    refuse("ck-restore lacks CAP_CHECKPOINT_RESTORE and CAP_SYS_ADMIN, which choosing a task's pid needs");
+  if (!p.has_creds()) return;
+  const pb::Creds& c = p.creds();
+  if (!has(kCapSetuid))
+    for (uint32_t u : c.uid())
+      if (!mine(me.uid(), u)) refuse(strf("it ran as uid %u and ck-restore, without CAP_SETUID, cannot take it", u));
+  if (!has(kCapSetgid)) {
+    for (uint32_t g : c.gid())
+      if (!mine(me.gid(), g)) refuse(strf("it ran as gid %u and ck-restore, without CAP_SETGID, cannot take it", g));
+    for (uint32_t g : c.groups())
+      if (!mine(me.groups(), g)) refuse(strf("it was in group %u and ck-restore, without CAP_SETGID, cannot join it", g));
+  }
+  // (capabilities this kernel does not know are left to set_creds, as before)
+  uint64_t known = last_cap >= 63 ? ~uint64_t{0} : (uint64_t{1} << (last_cap + 1)) - 1;
+  uint64_t more = (c.cap_prm() | c.cap_inh() | c.cap_amb()) & ~me.cap_prm() & known;
+  if (more) refuse(strf("it held capabilities %#llx that ck-restore does not", static_cast<unsigned long long>(more)));
+}
+
 uint64_t TaskBuilder::put(const void* data, size_t len) {
   if (len > 3000) fail("internal: scratch too small");
   write_mem(opid, scratch, data, len);

@@ -72,6 +72,35 @@ counter_of() { info counter "$1"; }
   check_wl counter "$WPID"
 }
 
+@test "a stage stopped midway (SIGSTOP): --timeout kills the command and the tree runs on as before" {
+  start_wl counter 256
+  proc_state "$WPID" > "$T/before"
+  # ck-memread blocks on a full pipe with its page parasite in the target;
+  # the reader stops itself for good, and so would the tree without a limit
+  run ck-freeze -t "$WPID" --timeout 2 -- sh -c 'ck-memread | { head -c 65536 > /dev/null; kill -STOP "$(sh -c "echo \$PPID")"; cat > /dev/null; }'
+  assert_failure 1
+  assert_output --partial "'sh' did not finish within 2 s (--timeout): killed it; the tree resumes as it was"
+  proc_state "$WPID" > "$T/after"
+  run diff -u "$T/before" "$T/after"
+  assert_success
+  ! any_stopped "$WPID"
+  # a command that stops before it reads anything
+  run ck-freeze -t "$WPID" --timeout 1 -- sh -c 'kill -STOP $$'
+  assert_failure 1
+  assert_output --partial "did not finish within 1 s"
+  ! any_stopped "$WPID"
+  check_wl counter "$WPID"
+}
+
+@test "--timeout: a command that finishes in time is not touched; the default is stated" {
+  start_wl counter 16
+  run ck-freeze -t "$WPID" --leave-running --timeout 30 -- sh -c 'cat > /dev/null'
+  assert_success
+  run ck-freeze --help
+  assert_output --regexp "--timeout.*600"
+  ! any_stopped "$WPID"
+}
+
 @test "ck-freeze refuses a pid that does not exist, by name" {
   run ck-freeze -t 999999 -- cat
   assert_failure 1

@@ -177,16 +177,28 @@ redump_and_compare() {
 # checks it is gone, restores it detached and waits until it runs again.
 dump_kill_restore() {
   proc_state "$WPID" > "$T/before"
+  local tree p i
+  tree=$(tree_pids "$WPID")
   run ck-dump -t "$WPID" -D "$T/img"
   assert_success
-  local i
-  for ((i = 0; i < 100; i++)); do [ -d /proc/"$WPID" ] || break; sleep 0.02; done
-  [ ! -d /proc/"$WPID" ] || { echo "pid $WPID still exists after the dump"; return 1; }
+  # every pid of the tree must be free again (children are reaped by
+  # whoever inherits them, a little later than the root)
+  for p in $tree; do
+    for ((i = 0; i < 250; i++)); do [ -d /proc/"$p" ] || break; sleep 0.02; done
+    [ ! -d /proc/"$p" ] || { echo "pid $p still exists after the dump"; return 1; }
+  done
   run ck-restore -D "$T/img" -d --pidfile "$T/pid"
   assert_success
   [ "$(cat "$T/pid")" = "$WPID" ]
   proc_state "$WPID" > "$T/after"
   diff -u "$T/before" "$T/after"
+}
+
+# tree_pids PID: PID and all its descendants, one per line.
+tree_pids() {
+  local p
+  echo "$1"
+  for p in $(cat /proc/"$1"/task/*/children 2>/dev/null); do tree_pids "$p"; done
 }
 
 # task_alive PID: prints 1 if PID exists and is not a zombie, else 0.

@@ -263,3 +263,24 @@ zstate() { awk '{print $3, $4, $5, $52}' /proc/"$1"/stat; }
   [ "$(zstate "$a")" = "Z $WPID $WPID $((42 << 8))" ]
   check_wl zombies "$WPID"
 }
+
+@test "ck-restore run by another user on root's tasks is refused by name before anything is created" {
+  start_wl counter 16
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  gone "$WPID"
+  # uid 65534 without capabilities, then with CAP_CHECKPOINT_RESTORE alone:
+  # both refused by the credentials or the pid they cannot give
+  run sh -c 'ck-store get -D "$0" | setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all ck-restore' "$T/img"
+  assert_failure 1
+  assert_output --partial "unable to restore pid $WPID: ck-restore lacks CAP_CHECKPOINT_RESTORE and CAP_SYS_ADMIN"
+  [ ! -d /proc/"$WPID" ]
+  run sh -c 'ck-store get -D "$0" | setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=+checkpoint_restore --ambient-caps=+checkpoint_restore ck-restore' "$T/img"
+  assert_failure 1
+  assert_output --partial "unable to restore pid $WPID: it ran as uid 0 and ck-restore, without CAP_SETUID, cannot take it (run ck-restore as root)"
+  [ ! -d /proc/"$WPID" ]
+  # root restores the same image, and the task checks itself
+  run ck-restore -D "$T/img" -d --pidfile "$T/pid"
+  assert_success
+  check_wl counter "$WPID"
+}

@@ -19,6 +19,10 @@ int main(int argc, char** argv) {
                  "ck-restore --inherit-fd hands it a replacement (repeat for more)")
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("--timeout", o.timeout_s,
+                 "seconds COMMAND may run while the tree is frozen; past them its process group is killed "
+                 "and the tree resumes (0: no limit)")
+      ->default_val(ck::FreezeOptions::kDefaultTimeout);
   app.add_option("command", o.command, "command that reads the stream on its stdin (needed unless -R or -S)")->expected(-1);
   app.positionals_at_end();
   return ck::run_tool("ck-freeze", app, common, argc, argv, [&] {

@@ -668,6 +668,7 @@ int freeze_tree(const FreezeOptions& o) {
     if (disarm_watchdog() && status != 0) {
       LOG_ERROR("'%s' did not finish within %u s (--timeout): killed it; the tree resumes as it was",
                 o.command[0].c_str(), o.timeout_s);
+      tracer->settle_rounds(false);  // a round the killed command took was not stored
       tracer->undo_all();
       tree.release(0);
       return 1;

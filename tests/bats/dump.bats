@@ -56,10 +56,11 @@ counter_of() { info counter "$1"; }
 @test "a stage killed with SIGKILL midway leaves the tree running" {
   start_wl counter 256
   proc_state "$WPID" > "$T/before"
-  # ck-memread blocks on a full pipe (the page parasite in the target), is
-  # killed, and ck-store sees the cut
+  # ck-memread blocks on a full pipe (the page parasite in the target) once
+  # its first MiB is read, is killed, and ck-store sees the cut (the MiB,
+  # then the end)
   CK_LOG=tracer:debug run ck-freeze -t "$WPID" -- sh -c '{ ck-memread <&3 & echo $! > "$0.pid"; wait; } 3<&0 |
-      { sleep 0.3; kill -9 "$(cat "$0.pid")"; ck-store put -D "$0"; }' "$T/img"
+      { head -c 1048576 > "$0.head"; kill -9 "$(cat "$0.pid")"; cat "$0.head" - | ck-store put -D "$0"; }' "$T/img"
   assert_failure 3
   assert_output --partial "truncated"
   assert_output --regexp "the stage that ran the parasite in pid $WPID went away|a stage hung up: taking out its 1 parasites"

@@ -71,9 +71,16 @@ int main(void) {
   while (!wl_check_requested) usleep(1000);
   uint64_t seen[NT];
   for (int i = 0; i < NT; i++) seen[i] = counts[i];
-  usleep(20000);
-  for (int i = 0; i < NT; i++)
-    if (counts[i] == seen[i]) wl_fail("thread %d is not running", i);
+  /* Each thread must count on; on a loaded machine one may wait long for
+     a CPU, so give them up to 10 s, not a fixed slice. */
+  for (int i = 0; i < NT; i++) {
+    int waited = 0;
+    while (__atomic_load_n(&counts[i], __ATOMIC_SEQ_CST) == seen[i] && waited < 10000) {
+      usleep(1000);
+      waited++;
+    }
+    if (__atomic_load_n(&counts[i], __ATOMIC_SEQ_CST) == seen[i]) wl_fail("thread %d is not running", i);
+  }
   stop = 1;
   for (int i = 0; i < NT; i++) pthread_join(th[i], NULL);
   for (int i = 0; i < NT; i++)

@@ -148,6 +148,11 @@ void TaskBuilder::put_pages(uint64_t addr, const char* src, uint64_t len) {
   }
 }
 
+bool TaskBuilder::all_registered(uint64_t addr, uint64_t len) const {
+  auto it = std::upper_bound(registered.begin(), registered.end(), std::make_pair(addr, ~uint64_t{0}));
+  return it != registered.begin() && addr + len <= std::prev(it)->second;
+}
+
 void TaskBuilder::uffd_copy(uint64_t addr, const char* src, uint64_t len) {
   while (len) {
     struct uffdio_copy c = {addr, reinterpret_cast<uint64_t>(src), len, 0, 0};
@@ -321,7 +326,7 @@ const pb::Vma* TaskBuilder::vma_at(uint64_t addr) const {
 }
 
 void TaskBuilder::finish_memory() {
-  close_uffd();
+  if (!lazy) close_uffd();
   const pb::Process& p = t.proc;
   for (auto& v : t.vmas) {
     if (is_vdso_group(v.path()) || v.path() == "[vsyscall]" || v.kind() == pb::VMA_FILE_SHARED) continue;
@@ -329,7 +334,7 @@ void TaskBuilder::finish_memory() {
       rs->check("mprotect", SYS_mprotect, v.start(), v.end() - v.start(), v.prot());
   }
   for (auto& v : t.vmas)  // mlock()ed: locked again, pages and all
-    if ((" " + v.vmflags() + " ").find(" lo ") != std::string::npos)
+    if ((" " + v.vmflags() + " ").find(" lo ") != std::string::npos && !(lazy && all_registered(v.start(), v.end() - v.start())))
       rs->check("mlock", SYS_mlock, v.start(), v.end() - v.start());
   // mm fields: brk, code/data/stack/arg/env bounds, auxv, exe.
   struct prctl_mm_map mm = {};

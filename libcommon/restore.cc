@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -529,7 +530,63 @@ static void inherit_fds(const RestoreOptions& o, RestoreEnv* env, FileRestorer* 
   }
 }
 
+// --lazy: a guard process (a child of ck-restore, which outlives it with
+// -d) holds a copy of every uffd and starts ck-uffd-serve with the others.
+// If the server ends other than with status 0 (killed, a corrupt run), the
+// guard kills the tree (through pidfds) before it closes its copies: with
+// the uffds open, a fault waits instead of being given a zero page.
+static void start_uffd_server(Restorer& R, std::vector<std::unique_ptr<TaskBuilder>>& done, const RestoreOptions& o) {
+  std::vector<std::pair<pid_t, int>> uffds;
+  for (auto& b : done)
+    if (b->uffd.valid()) uffds.emplace_back(b->pid, b->uffd.get());
+  if (uffds.empty()) return;
+  std::vector<int> pidfds;
+  for (auto& [pid, t] : R.tasks) {
+    if (t.proc.zombie()) continue;
+    int fd = static_cast<int>(::syscall(SYS_pidfd_open, R.outer(pid), 0));
+    if (fd < 0) throw_errno(strf("pidfd_open of pid %d", pid));
+    pidfds.push_back(fd);
+  }
+  char exe[4096];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) throw_errno("readlink /proc/self/exe");
+  std::string server(exe, static_cast<size_t>(n));
+  server = server.substr(0, server.rfind('/') + 1) + "ck-uffd-serve";
+  std::vector<std::string> args = {server, "-D", o.dir};
+  if (o.progress) args.push_back("--progress");
+  for (size_t i = 0; i < uffds.size(); ++i) {
+    args.push_back("--uffd");
+    args.push_back(strf("%d:%zu", uffds[i].first, 100 + i));
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t guard = ::fork();
+  if (guard < 0) throw_errno("fork");
+  if (guard == 0) {
+    ::setsid();
+    pid_t s = ::fork();
+    if (s == 0) {
+      for (size_t i = 0; i < uffds.size(); ++i) ::dup2(uffds[i].second, static_cast<int>(100 + i));
+      ::execv(argv[0], argv.data());
+      std::fprintf(stderr, "ck-restore: unable to run %s: %s\n", argv[0], strerror(errno));
+      ::_exit(127);
+    }
+    int st = 0;
+    while (s > 0 && ::waitpid(s, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (s > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0) ::_exit(0);
+    for (int fd : pidfds) ::syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0);
+    std::fprintf(stderr, "ck-restore: ck-uffd-serve ended before every page was in: the restored tree was killed\n");
+    ::_exit(1);
+  }
+  for (int fd : pidfds) ::close(fd);
+  for (auto& b : done) b->uffd.reset();  // the guard and the server hold them now
+  LOG_INFO("lazy: ck-uffd-serve started under guard pid %d for %zu tasks", guard, uffds.size());
+}
+
 int restore_tree(const RestoreOptions& o) {
+  if (o.lazy && o.dir.empty()) usage_error("--lazy needs -D DIR (ck-uffd-serve reads the pages from it)");
   std::unique_ptr<Source> src;
   if (o.dir.empty())
     src = std::make_unique<StreamSource>(0);
@@ -605,6 +662,7 @@ int restore_tree(const RestoreOptions& o) {
         t.mm_seen = true;
         if (mm) done.push_back(std::move(mm));
         mm = std::make_unique<TaskBuilder>(TaskBuilder{R, t, p, R.outer(p), nullptr, 0, ScopedFd(), {}});
+        mm->lazy = o.lazy;
         with_context(strf("restoring memory of pid %d", p), [&] { mm->start(); });
         break;
       }
@@ -649,6 +707,8 @@ int restore_tree(const RestoreOptions& o) {
           }
           break;
         }
+        // --lazy: ck-uffd-serve places (and checks) these once the tree runs.
+        if (o.lazy && mm->all_registered(run.addr(), len)) break;
         // Placed as they are checked: the tree runs only once the restore
         // is done, so a run that fails its digest fails the restore before
         // any task has seen a byte of it.
@@ -674,6 +734,9 @@ int restore_tree(const RestoreOptions& o) {
   check.end();  // a layout for every process, the state every socket needs
   if (mm) done.push_back(std::move(mm));
   for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish_memory(); });
+  // --lazy: the server runs from here on: the remote syscalls that follow
+  // (rseq, robust lists, signal state) touch memory it serves.
+  if (o.lazy) start_uffd_server(R, done, o);
   for (auto& b : done) with_context(strf("restoring pid %d", b->pid), [&] { b->finish_task(); });
   R.files.release_inodes();  // mapped, entered: the tasks hold them now
   if (!R.cgroups.empty()) {  // every task into its cgroup before it runs

@@ -17,6 +17,8 @@ struct RestoreOptions {
   std::string netns;      // --netns PATH: restore into this network namespace
   bool unlock_on_failure = false;  // a failed restore lifts the network lock (default: kept for a retry)
   std::string cgroup_v1 = "warn";    // a v1 membership that differs from ck-restore's own: warn | refuse
+  bool lazy = false;      // --lazy: anonymous memory served by ck-uffd-serve as the tree touches it
+  bool progress = false;  // --progress: passed to ck-uffd-serve
   std::vector<std::string> inherit_fds;  // "NAME=FD": FD replaces the image's external resource NAME
 };
 

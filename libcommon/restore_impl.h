@@ -117,6 +117,10 @@ struct TaskBuilder {
   // first (process_vm_writev faults in a zero page, then copies).
   ScopedFd uffd;
   std::vector<std::pair<uint64_t, uint64_t>> registered;  // sorted ranges
+  // --lazy: the registered ranges stay registered and empty; the uffd goes
+  // to ck-uffd-serve, which fills them from the image.
+  bool lazy = false;
+  bool all_registered(uint64_t addr, uint64_t len) const;
 
   // mem_restore.cc
   void start();

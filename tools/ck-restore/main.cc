@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
   app.add_option("--cgroup-v1", o.cgroup_v1,
                  "a cgroup v1 membership of the image that differs from ck-restore's own: warn (default) or refuse")
       ->check(CLI::IsMember({"warn", "refuse"}));
+  app.add_flag("--lazy", o.lazy,
+               "post-copy: the tree runs before its anonymous memory is in; ck-uffd-serve (started here) serves it");
+  app.add_flag("--progress", o.progress, "with --lazy: ck-uffd-serve reports the pages placed on stderr");
   app.add_option("--inherit-fd", o.inherit_fds,
                  "NAME=FD: fd FD of ck-restore replaces the external resource NAME of the image "
                  "(a pipe or FIFO accepted with ck-freeze --external, e.g. 'pipe:[1234]=0'); repeat for more")

@@ -1,0 +1,62 @@
+#!/usr/bin/env bats
+# Issue 13: lazy (post-copy) restore; ck-uffd-serve serves the anonymous
+# memory from the image while the restored tree runs.
+load helpers
+
+lazy_dump() {
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  gone "$WPID"
+}
+
+@test "lazy restore: counter with 64 MiB of random data checks every page" {
+  start_wl counter 64
+  proc_state "$WPID" > "$T/before"
+  lazy_dump
+  run ck-restore --lazy --progress -D "$T/img" -d --pidfile "$T/pid"
+  assert_success
+  assert_output --partial "ck-uffd-serve: done"
+  [ "$(cat "$T/pid")" = "$WPID" ]
+  PIDS+=("$WPID")
+  proc_state "$WPID" > "$T/after"
+  diff -u "$T/before" "$T/after"
+  check_wl counter "$WPID"
+}
+
+@test "lazy restore: the tree runs before its pages are in, and is right" {
+  start_wl counter 32
+  lazy_dump
+  CK_UFFD_SERVE_DELAY_MS=5 ck-restore --lazy --progress -D "$T/img" -d 2> "$T/serve.err" &
+  local r=$!
+  for ((i = 0; i < 250; i++)); do [ "$(task_alive "$WPID")" = 1 ] && break; sleep 0.02; done
+  PIDS+=("$WPID")
+  # ck-uffd-serve still runs: pages are arriving while the tree runs
+  pgrep -f "ck-uffd-serve -D $T/img" > /dev/null
+  check_wl counter "$WPID"
+  wait "$r"
+  grep -q "ck-uffd-serve: done" "$T/serve.err"
+}
+
+@test "lazy restore: kill -9 of ck-uffd-serve midway kills the tree" {
+  start_wl counter 32
+  lazy_dump
+  CK_UFFD_SERVE_DELAY_MS=20 ck-restore --lazy -D "$T/img" -d 2> "$T/serve.err" &
+  local srv=""
+  for ((i = 0; i < 250; i++)); do srv=$(pgrep -f "ck-uffd-serve -D $T/img" || true); [ -n "$srv" ] && break; sleep 0.02; done
+  [ -n "$srv" ]
+  PIDS+=("$WPID")
+  kill -USR2 "$WPID" 2>/dev/null || true  # it starts checking its pages, most not yet there
+  sleep 0.2
+  kill -9 "$srv"
+  gone "$WPID"
+  run grep -E '^(PASS|FAIL)' "$T/counter.out"
+  refute_output PASS
+  for ((i = 0; i < 250; i++)); do grep -q "restored tree was killed" "$T/serve.err" && break; sleep 0.02; done
+  grep -q "restored tree was killed" "$T/serve.err"
+}
+
+@test "lazy restore needs an image directory" {
+  run ck-restore --lazy < /dev/null
+  assert_failure 2
+  assert_output --partial "--lazy needs -D DIR"
+}

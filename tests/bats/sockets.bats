@@ -281,3 +281,20 @@ a, b = socket.socketpair()'
   [ ! -e "$T/img2/manifest" ]
   counter_advances
 }
+
+@test "TCP: a failing stage after ck-sockdump, or ck-sockdump killed, leaves every connection as it was and no lock in the namespace" {
+  netns_up
+  start_wl tcpsocks
+  run ck-freeze -t "$WPID" -- sh -c 'ck-memread | ck-sockdump | false'
+  assert_failure 1
+  run in_ns nft list tables
+  refute_output --partial ck_lock_
+  ! any_stopped "$WPID"
+  CK_FAULT=sockdump-repair run ck-freeze -t "$WPID" -- sh -c 'ck-memread | ck-sockdump | ck-store put -D "$0"' "$T/img"
+  assert_failure
+  [ ! -e "$T/img/manifest" ]
+  run in_ns nft list tables
+  refute_output --partial ck_lock_
+  ! any_stopped "$WPID"
+  check_wl tcpsocks "$WPID"
+}

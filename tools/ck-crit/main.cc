@@ -3,10 +3,7 @@
 #include <cstdlib>
 
 #include "crit.h"
-#include <cstdio>
-
 #include "error.h"
-#include "kinds.h"
 #include "tool.h"
 
 namespace {
@@ -45,19 +42,21 @@ int main(int argc, char** argv) {
   auto* kinds = app.add_subcommand("kinds", "every resource kind ck knows, with its status (kinds.h; README's table)");
   kinds->add_flag("--markdown", markdown, "README's table of supported and refused resources");
   return ck::run_tool("ck-crit", app, co, argc, argv, [&] {
-    if (kinds->parsed()) return std::fputs((markdown ? ck::kinds_markdown() : ck::kinds_list()).c_str(), stdout) < 0 ? 1 : 0;
-    if (encode->parsed()) return crit::encode(0, 1);
-    uint64_t p = 0, a = 0, l = 0;
-    if (sum->parsed()) {
-      p = number(pid, "--pid");
-      a = number(addr, "--addr");
-      l = number(len, "--len");
+    crit::Request r;
+    r.dir = dir;
+    r.markdown = markdown;
+    if (kinds->parsed()) r.command = crit::Request::kKinds;
+    else if (encode->parsed()) r.command = crit::Request::kEncode;
+    else if (decode->parsed()) r.command = crit::Request::kDecode;
+    else if (info->parsed()) r.command = crit::Request::kInfo;
+    else if (sum->parsed()) {
+      r.command = crit::Request::kSum;
+      uint64_t p = number(pid, "--pid");
+      r.addr = number(addr, "--addr");
+      r.len = number(len, "--len");
       if (p == 0 || p > 0x7fffffff) ck::usage_error("--pid '" + pid + "' is not a pid");
-    }
-    auto src = crit::open_source(dir);
-    if (decode->parsed()) return crit::decode(*src);
-    if (show->parsed()) return crit::show(*src);
-    if (info->parsed()) return crit::info(*src);
-    return crit::sum(*src, static_cast<uint32_t>(p), a, l);
+      r.pid = static_cast<uint32_t>(p);
+    } else r.command = crit::Request::kShow;  // show->parsed()
+    return crit::run(r);
   });
 }

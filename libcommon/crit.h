@@ -1,5 +1,5 @@
-// ck-crit internals: a frame source over a stream or an image set, and the
-// subcommands.
+// ck-crit's logic as a library: a frame source over a stream or an image set,
+// the subcommands, and run(), the one call tools/ck-crit/main.cc makes.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -34,5 +34,16 @@ int encode(int in_fd, int out_fd);
 int show(Source& s);
 int info(Source& s);
 int sum(Source& s, uint32_t pid, uint64_t addr, uint64_t len);
+
+// One ck-crit invocation, as the command line names it.
+struct Request {
+  enum Command { kDecode, kEncode, kShow, kInfo, kSum, kKinds } command = kShow;
+  std::string dir;  // empty: the stream on stdin
+  uint32_t pid = 0;  // sum
+  uint64_t addr = 0, len = 0;  // sum
+  bool markdown = false;  // kinds
+};
+// Runs it; the exit status (errors throw as ck's tools do).
+int run(const Request& r);
 
 }  // namespace crit

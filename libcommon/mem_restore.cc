@@ -22,6 +22,7 @@
 #include "kinds.h"
 #include "log.h"
 #include "restore_impl.h"
+#include "uffd.h"
 
 CK_LOG_MODULE("restore");
 
@@ -154,21 +155,10 @@ bool TaskBuilder::all_registered(uint64_t addr, uint64_t len) const {
 }
 
 void TaskBuilder::uffd_copy(uint64_t addr, const char* src, uint64_t len) {
-  while (len) {
-    struct uffdio_copy c = {addr, reinterpret_cast<uint64_t>(src), len, 0, 0};
-    int r = ::ioctl(uffd.get(), UFFDIO_COPY, &c);
-    if (c.copy > 0) {
-      addr += static_cast<uint64_t>(c.copy), src += c.copy, len -= static_cast<uint64_t>(c.copy);
-      continue;
-    }
-    if (r != 0 && errno == EAGAIN) continue;
-    if (r != 0 && errno == EEXIST) {  // already there (written before): overwrite
-      write_mem(opid, addr, src, kPage);
-      addr += kPage, src += kPage, len -= kPage;
-      continue;
-    }
-    throw_errno(strf("unable to fill %#lx of pid %d (UFFDIO_COPY)", (unsigned long)addr, pid));
-  }
+  // A page already there was written before: overwrite it.
+  uint64_t at = 0;
+  if (!ck::uffd_copy(uffd.get(), addr, src, len, [&](uint64_t a, const char* p) { write_mem(opid, a, p, kPage); }, &at))
+    throw_errno(strf("unable to fill %#lx of pid %d (UFFDIO_COPY)", (unsigned long)at, pid));
 }
 
 void TaskBuilder::move_vdso(const std::vector<MapLine>& cur) {

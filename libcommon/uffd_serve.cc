@@ -22,6 +22,7 @@
 #include "error.h"
 #include "log.h"
 #include "page_source.h"
+#include "uffd.h"
 
 CK_LOG_MODULE("uffd");
 
@@ -42,23 +43,12 @@ struct Server {
   bool done = false;
 
   void copy(int fd, uint64_t addr, const char* p, uint64_t len) {
-    while (len) {
-      struct uffdio_copy c = {addr, reinterpret_cast<uint64_t>(p), len, 0, 0};
-      int r = ::ioctl(fd, UFFDIO_COPY, &c);
-      if (c.copy > 0) {
-        addr += static_cast<uint64_t>(c.copy), p += c.copy, len -= static_cast<uint64_t>(c.copy);
-        continue;
-      }
-      if (r != 0 && errno == EAGAIN) continue;
-      if (r != 0 && errno == EEXIST) {  // a page already there: skip it
-        addr += kPg, p += kPg, len -= kPg;
-        continue;
-      }
-      // The task is gone (ESRCH) or the range is no longer registered
-      // (unmapped, ENOENT): nothing to serve there.
-      if (r != 0 && (errno == ESRCH || errno == ENOENT)) return;
-      throw_errno(strf("UFFDIO_COPY at %#lx", (unsigned long)addr));
-    }
+    uint64_t at = 0;
+    if (uffd_copy(fd, addr, p, len, [](uint64_t, const char*) {}, &at)) return;  // a page already there: left
+    // The task is gone (ESRCH) or the range is no longer registered
+    // (unmapped, ENOENT): nothing to serve there.
+    if (errno == ESRCH || errno == ENOENT) return;
+    throw_errno(strf("UFFDIO_COPY at %#lx", (unsigned long)at));
   }
 
   // One run per call; false once the source is done.

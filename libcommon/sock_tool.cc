@@ -216,6 +216,10 @@ int run_sockdump(const SockdumpOptions& o, int in_fd, int out_fd) {
   if (!o.netns.empty()) usage_error("--netns goes with --unlock");
   if (isatty(in_fd)) usage_error("no stream on stdin (see ck-sockdump --help)");
   raise_nofile();
+  // Tests: CK_SOCKDUMP_CONNECT_DELAY_MS=N reaches ck-freeze N ms late, once
+  // ck-memread's parasite is sending pages into a pipe nobody reads yet
+  // (sockets.bats: ck-freeze must take the connection all the same).
+  if (const char* delay = std::getenv("CK_SOCKDUMP_CONNECT_DELAY_MS")) ::usleep(static_cast<useconds_t>(std::atoi(delay)) * 1000);
   UndoLog undo(TracerClient::from_env());
   Dump d(o, undo);
   for (const auto& e : o.external) {

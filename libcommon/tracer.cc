@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -215,13 +216,18 @@ TracerMsg TracerService::handle(Conn& c, const TracerMsg& req, std::vector<Scope
         // tracer (ck-sockdump registering an undo record) while the
         // stage running the parasite waits for it to read its pipe
         // would otherwise never get its answer.
+        // A stage that connects only now (its hello still queued on our
+        // socket) is one of them: it is accepted here, not after the run.
         rep.result = have->second->run(c.sock.get(), [&] {
-          for (auto& o : conns_) {
-            if (o.get() == &c || o->gone) continue;
-            struct pollfd one = {o->sock.get(), POLLIN, 0};
-            while (!o->gone && ::poll(&one, 1, 0) > 0 && (one.revents & POLLIN))
-              if (!serve(*o)) o->gone = true;
+          for (size_t i = 0; i < conns_.size(); ++i) {
+            Conn& o = *conns_[i];
+            if (&o == &c || o.gone) continue;
+            struct pollfd one = {o.sock.get(), POLLIN, 0};
+            while (!o.gone && ::poll(&one, 1, 0) > 0 && (one.revents & POLLIN))
+              if (!serve(o)) o.gone = true;
           }
+          struct pollfd hello = {ours_.get(), POLLIN, 0};
+          while (::poll(&hello, 1, 0) > 0 && (hello.revents & POLLIN)) accept();
         });
       } catch (...) {
         c.parasites.erase(have);
@@ -324,15 +330,17 @@ int TracerService::serve_until_exit(pid_t child) {
       // The command is gone; what its stages said before is still queued
       // (a registration is acknowledged, so nothing unacknowledged was
       // acted on, but read it all: the last word may be an UNDO_SET).
-      for (auto& c : conns_) {
-        struct pollfd one = {c->sock.get(), POLLIN, 0};
-        while (::poll(&one, 1, 0) > 0 && (one.revents & POLLIN) && serve(*c)) {
+      for (size_t i = 0; i < conns_.size(); ++i) {
+        struct pollfd one = {conns_[i]->sock.get(), POLLIN, 0};
+        while (::poll(&one, 1, 0) > 0 && (one.revents & POLLIN) && serve(*conns_[i])) {
         }
       }
       break;
     }
-    // Connections first (their indexes move once one is added or removed).
-    for (size_t i = conns_.size(); i-- > 0;) {
+    // Connections first (their indexes move once one is removed).  Those
+    // accepted while a parasite ran come after the ones polled: fds holds
+    // no entry for them yet.
+    for (size_t i = std::min(conns_.size(), fds.size() - 2); i-- > 0;) {
       short ev = fds[2 + i].revents;
       if (!ev) continue;
       if (ev & POLLIN) {

@@ -243,6 +243,22 @@ wait_listen() {
   check_wl udp "$WPID"
 }
 
+@test "ck-sockdump that reaches ck-freeze only once ck-memread's parasite sends pages is served: the dump ends and restores" {
+  netns_up
+  only_std setsid $WRAP python3 "$CK_TOP/tests/programs/udp_cork.py" < /dev/null > "$T/udp.out" 2>&1 &
+  WPID=$!; PIDS+=("$WPID")
+  wait_line "$T/udp.out" '^READY' 20
+  # ck-sockdump reads nothing before it has connected: ck-memread's pipe
+  # fills, the parasite waits, and ck-freeze, inside the parasite's run,
+  # must still take the new connection (a deadlock before).
+  CK_SOCKDUMP_CONNECT_DELAY_MS=1500 run timeout 60 ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  gone "$WPID"
+  run ck-restore -D "$T/img" -d --pidfile "$T/pid" --netns /run/netns/"$NS"
+  assert_success
+  check_wl udp "$WPID"
+}
+
 @test "socat receiving UDP into a file: dumped, killed and restored, it receives again" {
   netns_up
   only_std setsid $WRAP socat -u "UDP-RECV:7001,bind=127.0.0.1" "OPEN:$T/got,creat,append" < /dev/null > /dev/null 2>&1 &

@@ -40,7 +40,9 @@ lazy_dump() {
 @test "lazy restore: kill -9 of ck-uffd-serve midway kills the tree" {
   start_wl counter 32
   lazy_dump
-  CK_UFFD_SERVE_DELAY_MS=20 ck-restore --lazy -D "$T/img" -d 2> "$T/serve.err" &
+  # Under a subreaper: how the restored tree ended (SIGKILL from the
+  # guard, not SIGSEGV on a zero page handed out once the uffds closed).
+  CK_UFFD_SERVE_DELAY_MS=20 python3 "$CK_TOP/tests/programs/subreaper.py" "$T/reaped" ck-restore --lazy -D "$T/img" -d 2> "$T/serve.err" &
   local srv=""
   for ((i = 0; i < 250; i++)); do srv=$(pgrep -f "ck-uffd-serve -D $T/img" || true); [ -n "$srv" ] && break; sleep 0.02; done
   [ -n "$srv" ]
@@ -53,6 +55,9 @@ lazy_dump() {
   refute_output PASS
   for ((i = 0; i < 250; i++)); do grep -q "restored tree was killed" "$T/serve.err" && break; sleep 0.02; done
   grep -q "restored tree was killed" "$T/serve.err"
+  wait_line "$T/reaped" "^$WPID " 10
+  run grep "^$WPID " "$T/reaped"
+  assert_output "$WPID signal SIGKILL"
 }
 
 @test "lazy restore needs an image directory" {

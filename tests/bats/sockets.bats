@@ -314,3 +314,45 @@ a, b = socket.socketpair()'
   ! any_stopped "$WPID"
   check_wl tcpsocks "$WPID"
 }
+
+@test "a TCP restore that cannot bind (port taken, address missing) fails by name, leaves no task and only the dump's lock; the image restores later" {
+  netns_up
+  ip -n "$NS" addr add 10.77.0.1/32 dev lo
+  only_std setsid $WRAP nc -l 10.77.0.1 7000 < /dev/null > "$T/nc.out" 2>&1 &
+  WPID=$!; PIDS+=("$WPID")
+  wait_listen t 7000
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  gone "$WPID"
+  # The dump's lock stays until a restore takes the sockets over.
+  in_ns nft list tables > "$T/locks"
+  grep -q ck_lock_ "$T/locks"
+  # The port is taken in the namespace by a process of the test's own.
+  only_std $WRAP python3 -c "import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('10.77.0.1', 7000)); s.listen(); print('READY', flush=True); time.sleep(300)" > "$T/taker.out" 2>&1 &
+  local taker=$!; PIDS+=("$taker")
+  wait_line "$T/taker.out" '^READY' 20
+  run ck-restore -D "$T/img" -d --netns /run/netns/"$NS"
+  assert_failure
+  assert_output --partial "10.77.0.1:7000"
+  assert_output --partial "Address already in use"
+  [ "$(task_alive "$WPID")" = 0 ]
+  # ck-restore's own lock is gone, the dump's is still there.
+  in_ns nft list tables | diff -u "$T/locks" -
+  kill -9 "$taker"
+  wait "$taker" 2>/dev/null || true
+  # The address is missing: ck-restore names it, and nothing is left.
+  ip -n "$NS" addr del 10.77.0.1/32 dev lo
+  run ck-restore -D "$T/img" -d --netns /run/netns/"$NS"
+  assert_failure
+  assert_output --partial "10.77.0.1:7000"
+  [ "$(task_alive "$WPID")" = 0 ]
+  in_ns nft list tables | diff -u "$T/locks" -
+  # Put back, the image restores, and nc takes a connection.
+  ip -n "$NS" addr add 10.77.0.1/32 dev lo
+  run ck-restore -D "$T/img" -d --netns /run/netns/"$NS"
+  assert_success
+  in_ns python3 -c "import socket; s = socket.create_connection(('10.77.0.1', 7000), 5); s.sendall(b'after the restore\n'); s.close()"
+  wait_line "$T/nc.out" '^after the restore$' 10
+  run in_ns nft list tables
+  refute_output --partial ck_lock_
+}

@@ -65,6 +65,23 @@ void Source::payload_to(char* dst) {
   end_payload();
 }
 
+void Source::payload_at(const RunAt& r, char* dst) {
+  if (!r.run.has_digest() && !whole_checked())
+    bad_input(corrupt_prefix() + "page run of " + describe_run(r.run) + " has no digest, and nothing else checks it");
+  uint64_t len = uint64_t{r.run.npages()} * kPageSize;
+  Ck64 sum;
+  for (uint64_t off = 0; off < len;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(len - off, kPiece));
+    const char* p = bytes_at(r.fd, r.off + off, dst + off, n, r.dir);
+    if (!p) fail("internal: payload_at on a source that does not index its runs");
+    if (p != dst + off) std::memcpy(dst + off, p, n);
+    sum.update(dst + off, n);
+    off += n;
+  }
+  if (r.run.has_digest() && sum.digest() != r.run.digest())
+    bad_input(corrupt_prefix() + "page data of " + describe_run(r.run) + " does not match its digest");
+}
+
 // ---- a stream -------------------------------------------------------------
 
 StreamSource::StreamSource(int fd) : r_(fd, "stdin") { r_.leave_digests_to_caller(); }
@@ -107,8 +124,7 @@ std::string ImageSource::corrupt_prefix() const {
 
 // pages.img mapped whole, once per file (a chain has one per round): pages
 // go from the page cache straight into the target, no read into a buffer.
-const char* ImageSource::mapped(uint64_t off, size_t n) {
-  int fd = img_.pages_fd();  // a parent's, for a run of an older round
+const char* ImageSource::mapped(int fd, uint64_t off, size_t n, const std::string& dir) {
   Mapped& m = maps_[fd];
   if (!m.base && !m.failed) {
     struct stat st;
@@ -123,23 +139,41 @@ const char* ImageSource::mapped(uint64_t off, size_t n) {
     m.base = static_cast<const char*>(b);
   }
   if (!m.base) return nullptr;
-  if (off + n > m.size) bad_input(corrupt_prefix() + "pages.img is shorter than its index says");
+  if (off + n > m.size) bad_input("image '" + dir + "' is corrupt: pages.img is shorter than its index says");
   return m.base + off;
 }
 
-const char* ImageSource::bytes(char* dst, size_t n) {
-  if (const char* p = mapped(off_, n)) {
-    off_ += n;
-    return p;
-  }
+const char* ImageSource::bytes_at(int fd, uint64_t off, char* dst, size_t n, const std::string& dir) {
+  if (const char* p = mapped(fd, off, n, dir)) return p;
   for (size_t got = 0; got < n;) {
-    ssize_t r = ::pread(img_.pages_fd(), dst + got, n - got, static_cast<off_t>(off_));
+    ssize_t r = ::pread(fd, dst + got, n - got, static_cast<off_t>(off + got));
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) throw_errno("unable to read '" + img_.payload_dir() + "/pages.img'");
-    if (r == 0) bad_input(corrupt_prefix() + "pages.img is shorter than its index says");
-    got += static_cast<size_t>(r), off_ += static_cast<uint64_t>(r);
+    if (r < 0) throw_errno("unable to read '" + dir + "/pages.img'");
+    if (r == 0) bad_input("image '" + dir + "' is corrupt: pages.img is shorter than its index says");
+    got += static_cast<size_t>(r);
   }
   return dst;
+}
+
+// The current run's file: a parent's, for a run of an older round.
+const char* ImageSource::bytes(char* dst, size_t n) {
+  const char* p = bytes_at(img_.pages_fd(), off_, dst, n, img_.payload_dir());
+  off_ += n;
+  return p;
+}
+
+bool ImageSource::index_runs(std::vector<RunAt>* out) {
+  pb::Frame f;
+  while (frame(&f)) {
+    if (!f.has_pages() || !f.pages().has_payload() || f.pages().file() || f.pages().shmid()) continue;
+    RunAt r;
+    r.run = f.pages();
+    r.fd = img_.pages_fd();
+    r.off = img_.payload_offset();
+    r.dir = img_.payload_dir();
+    out->push_back(std::move(r));
+  }
+  return true;
 }
 
 ImageSource::~ImageSource() {

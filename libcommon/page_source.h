@@ -56,6 +56,21 @@ class Source {
   // lazy restore), or memory that is read before the restore ends.
   void payload_to(char* dst);
 
+  // Random access, for a server that places first the run a fault asks for
+  // (ck-uffd-serve): every page run with payload, private memory only (no
+  // shared object, no file), found without reading page data.  A source
+  // that cannot (a stream) returns false; one that can is read to its end.
+  struct RunAt {
+    pb::PageRun run;
+    int fd = -1;       // the pages file that holds the payload
+    uint64_t off = 0;  // where in it
+    std::string dir;   // the image that file belongs to (for messages)
+  };
+  virtual bool index_runs(std::vector<RunAt>* out) { return false; }
+  // The payload of one of them into dst, checked against its digest first
+  // (status 3 when it differs), as payload_to().
+  void payload_at(const RunAt& r, char* dst);
+
  protected:
   // The next frame, false after the last.
   virtual bool frame(pb::Frame* f) = 0;
@@ -68,6 +83,10 @@ class Source {
   // What a message about bad page data starts with ("stdin: bad stream: ",
   // "image 'DIR' is corrupt: ").
   virtual std::string corrupt_prefix() const = 0;
+  // n raw bytes at off of pages file fd (a source that indexes its runs).
+  virtual const char* bytes_at(int fd, uint64_t off, char* dst, size_t n, const std::string& dir) {
+    return nullptr;
+  }
 
  private:
   void begin_payload();
@@ -108,6 +127,8 @@ class ImageSource : public Source {
   const char* bytes(char* dst, size_t n) override;
   bool whole_checked() const override { return checked_; }
   std::string corrupt_prefix() const override;
+  bool index_runs(std::vector<RunAt>* out) override;
+  const char* bytes_at(int fd, uint64_t off, char* dst, size_t n, const std::string& dir) override;
 
  private:
   struct Mapped {
@@ -115,7 +136,7 @@ class ImageSource : public Source {
     uint64_t size = 0;
     bool failed = false;
   };
-  const char* mapped(uint64_t off, size_t n);
+  const char* mapped(int fd, uint64_t off, size_t n, const std::string& dir);
   ImageSet img_;
   bool checked_ = false;
   uint64_t off_ = 0;  // in the current pages.img

@@ -565,9 +565,24 @@ static void start_uffd_server(Restorer& R, std::vector<std::unique_ptr<TaskBuild
   if (guard < 0) throw_errno("fork");
   if (guard == 0) {
     ::setsid();
+    // The guard keeps the uffds (at 100 + i, where the server finds them)
+    // and the pidfds (after them), and nothing else of ck-restore's: a
+    // pipe end it kept would hold up the rest of the restore (the parent
+    // proxy waits for its pipe to close) until every page is in.
+    const int nu = static_cast<int>(uffds.size()), np = static_cast<int>(pidfds.size()), top = 100 + nu + np;
+    int base = top;
+    for (auto& u : uffds) base = std::max(base, u.second + 1);
+    for (int fd : pidfds) base = std::max(base, fd + 1);
+    std::vector<int> keep;
+    for (auto& u : uffds) keep.push_back(::fcntl(u.second, F_DUPFD, base));
+    for (int fd : pidfds) keep.push_back(::fcntl(fd, F_DUPFD, base));
+    for (int i = 0; i < nu + np; ++i)
+      if (keep[static_cast<size_t>(i)] < 0 || ::dup2(keep[static_cast<size_t>(i)], 100 + i) < 0) ::_exit(126);
+    ::syscall(SYS_close_range, 3u, 99u, 0u);
+    ::syscall(SYS_close_range, static_cast<unsigned>(top), ~0u, 0u);
     pid_t s = ::fork();
     if (s == 0) {
-      for (size_t i = 0; i < uffds.size(); ++i) ::dup2(uffds[i].second, static_cast<int>(100 + i));
+      ::syscall(SYS_close_range, static_cast<unsigned>(100 + nu), ~0u, 0u);  // the pidfds stay with the guard
       ::execv(argv[0], argv.data());
       std::fprintf(stderr, "ck-restore: unable to run %s: %s\n", argv[0], strerror(errno));
       ::_exit(127);
@@ -576,7 +591,7 @@ static void start_uffd_server(Restorer& R, std::vector<std::unique_ptr<TaskBuild
     while (s > 0 && ::waitpid(s, &st, 0) < 0 && errno == EINTR) {
     }
     if (s > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0) ::_exit(0);
-    for (int fd : pidfds) ::syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0);
+    for (int i = 0; i < np; ++i) ::syscall(SYS_pidfd_send_signal, 100 + nu + i, SIGKILL, nullptr, 0);
     std::fprintf(stderr, "ck-restore: ck-uffd-serve ended before every page was in: the restored tree was killed\n");
     ::_exit(1);
   }

@@ -86,7 +86,7 @@ std::string serialize(const pb::Frame& f) {
 }  // namespace
 
 std::unique_ptr<Source> open_source(const std::string& dir) {
-  if (!dir.empty()) return std::make_unique<ImageSource>(dir);
+  if (!dir.empty() && dir != "-") return std::make_unique<ImageSource>(dir);
   if (isatty(0)) ck::usage_error("refusing to read a stream from a terminal (pipe one in, or use -D DIR)");
   return std::make_unique<StreamSource>();
 }

@@ -412,3 +412,144 @@ PY
   assert_failure 1
   assert_output --partial "more than ck-crit reads at once"
 }
+
+# ---- diff ---------------------------------------------------------------------
+
+@test "diff: two dumps of an idle process are equal (default ignores); a changed page is named by its range" {
+  start_wl sleeper read
+  run ck-dump -t "$WPID" -D "$T/a" --leave-running
+  assert_success
+  sleep 0.2
+  run ck-dump -t "$WPID" -D "$T/b" --leave-running
+  assert_success
+  run ck-crit diff "$T/a" "$T/b"
+  echo "$output"
+  assert_success
+  assert_output ""
+  # a stream against an image
+  ck-store get -D "$T/a" | ck-crit diff - "$T/b"
+  # without the default ignores, what they leave out shows (the time of the dump)
+  run ck-crit diff --no-default-ignores "$T/a" "$T/b"
+  assert_failure 1
+  assert_line --regexp '^header: created_ns: '
+  run ck-crit diff --list-ignores
+  assert_success
+  assert_line --regexp '^rseq +'
+  assert_line --regexp '^PosixTimer.value_ns +'
+  kill -9 "$WPID"
+  # a workload that writes pages: the ranges are in its buffer
+  start_wl writer -m 4 -r 100
+  local addr pages
+  addr=$(info addr "$T/writer.out"); pages=$(info pages "$T/writer.out")
+  run ck-dump -t "$WPID" -D "$T/c" --leave-running
+  assert_success
+  sleep 0.3
+  run ck-dump -t "$WPID" -D "$T/d" --leave-running
+  assert_success
+  run ck-crit diff "$T/c" "$T/d"
+  echo "$output"
+  assert_failure 1
+  run python3 - "$output" "$addr" "$pages" <<'PY'
+import re, sys
+lo = int(sys.argv[2], 16); hi = lo + int(sys.argv[3]) * 4096
+n = 0
+for l in sys.argv[1].splitlines():
+    m = re.match(r"process \d+ memory (0x[0-9a-f]+)-(0x[0-9a-f]+) \((\d+) pages\): contents differ$", l)
+    if m and lo <= int(m.group(1), 16) < int(m.group(2), 16) <= hi:
+        n += int(m.group(3))
+print(n > 0)
+PY
+  assert_output True
+}
+
+@test "diff finds a single changed byte in 1 GiB of pages" {
+  # 1 GiB, every page populated, one in 64 holding data (the rest zero runs)
+  start_wl zeros 1024
+  local addr at page
+  addr=$(info data "$T/zeros.out")
+  run ck-dump -t "$WPID" -D "$T/a" --leave-running
+  assert_success
+  # one byte of data page 64000 (256 MiB in), changed behind the workload's back
+  at=$((addr + 64000 * 4096 + 1234))
+  python3 - "$WPID" "$at" <<'PY'
+import sys
+with open("/proc/%s/mem" % sys.argv[1], "r+b", buffering=0) as m:
+    m.seek(int(sys.argv[2])); b = m.read(1)[0]
+    m.seek(int(sys.argv[2])); m.write(bytes([b ^ 0x20]))
+PY
+  run ck-dump -t "$WPID" -D "$T/b" --leave-running
+  assert_success
+  run ck-crit diff "$T/a" "$T/b"
+  echo "$output"
+  assert_failure 1
+  page=$((at / 4096 * 4096))
+  assert_line "process $WPID memory $(printf '%#x-%#x' "$page" $((page + 4096))) (1 pages): contents differ"
+  # and nothing else of the data region (the workload's own stack page moves on)
+  run python3 - "$output" "$addr" <<'PY'
+import re, sys
+lo = int(sys.argv[2], 16); hi = lo + (1 << 30)
+print(sum(1 for l in sys.argv[1].splitlines()
+          for m in [re.match(r"process \d+ memory (0x[0-9a-f]+)-", l)] if m and lo <= int(m.group(1), 16) < hi))
+PY
+  assert_output 1
+}
+
+@test "diff names a changed signal mask and a moved fd, also with the ignores of a redump" {
+  only_std setsid python3 -c '
+import os, signal, sys, time
+def moved(*a):
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2])
+    os.dup2(5, 9); os.close(5)
+    print("MOVED", flush=True)
+signal.signal(signal.SIGUSR1, moved)
+os.dup2(os.open("/dev/null", os.O_RDONLY), 5)
+print("READY", os.getpid(), flush=True)
+while True: time.sleep(100)' > "$T/py.out" 2>&1 < /dev/null &
+  WPID=$!; PIDS+=("$WPID")
+  wait_line "$T/py.out" '^READY'
+  run ck-dump -t "$WPID" -D "$T/a" --leave-running
+  assert_success
+  run ck-dump -t "$WPID" -D "$T/a2" --leave-running
+  assert_success
+  kill -USR1 "$WPID"
+  wait_line "$T/py.out" '^MOVED'
+  run ck-dump -t "$WPID" -D "$T/b" --leave-running
+  assert_success
+  run redump_diff "$T/a" "$T/a2"
+  echo "$output"
+  assert_success
+  run ck-crit diff "$T/a" "$T/b" --ignore pages --ignore registers
+  echo "$output"
+  assert_failure 1
+  assert_line "thread $WPID: blocked: 0 -> 2048 (0x800)"
+  assert_line "process $WPID fd 5: only in A"
+  assert_line "process $WPID fd 9: only in B"
+  run redump_diff "$T/a" "$T/b"
+  assert_failure 1
+  assert_line "thread $WPID: blocked: 0 -> 2048 (0x800)"
+  assert_line "process $WPID fd 9: only in B"
+}
+
+@test "diff: exit 3 on bad input, 2 on usage errors and trouble, never 1" {
+  "$MK" "$T/s.ck" 2>/dev/null
+  ck-store put -D "$T/img" < "$T/s.ck"
+  head -c 3000 "$T/s.ck" > "$T/cut.ck"
+  run ck-crit diff "$T/img" - < "$T/cut.ck"
+  assert_failure 3
+  assert_output --partial "ck-crit: stdin: bad stream"
+  mkdir "$T/empty"
+  run ck-crit diff "$T/img" "$T/empty"
+  assert_failure 3
+  run ck-crit diff "$T/img" "$T/nosuch"
+  [ "$status" -eq 3 ] || [ "$status" -eq 2 ]
+  run ck-crit diff "$T/img"
+  assert_failure 2
+  run ck-crit diff - -
+  assert_failure 2
+  run ck-crit diff "$T/img" "$T/img" --ignore nosuchfield
+  assert_failure 2
+  run ck-crit diff "$T/img" "$T/img" --ignore Thread.nosuch
+  assert_failure 2
+  run ck-crit diff "$T/img" - < "$T/s.ck"
+  assert_success
+}

@@ -37,7 +37,10 @@ int run(const Request& r) {
     case Request::kMem: return mem(*src, r.pid, r.addr, r.len, r.raw);
     case Request::kArgs: return args(*src, r.pid, false, r.nul);
     case Request::kEnv: return args(*src, r.pid, true, r.nul);
-    default: return show(*src);
+    default:
+      if (r.filter.json) return show_json(*src, r.filter);
+      if (!r.filter.kinds.empty()) ck::usage_error("show: --kind filters the frames of --json only");
+      return show(*src, r.filter);
   }
 }
 

@@ -83,15 +83,21 @@ Model load(Source& s, const PayloadHook& on_payload = nullptr);
 
 int decode(Source& s);
 int encode(int in_fd, int out_fd);
-int show(Source& s);
 int info(Source& s);
 int sum(Source& s, uint32_t pid, uint64_t addr, uint64_t len);
 
 // Options of x, show --json and diff.
 struct Filter {
   std::set<uint32_t> pids;   // empty: every process
+  std::set<std::string> kinds;  // show --json: frame kinds (empty: all)
   bool json = false;
 };
+// show: text; --pid keeps those processes' sections.  show_json: every
+// frame (payloads left out) for people and jq (crit_pretty.cc), filtered
+// by pid and frame kind ("process", "thread", "mm", ...).
+int show(Source& s, const Filter& f);
+int show_json(Source& s, const Filter& f);
+std::string frame_kind(const ck::pb::Frame& f);
 // x WHAT: "ps", "fds", "mems", "rss", "sk", "cg" (crit_explore.cc).
 int explore(Source& s, const std::string& what, const Filter& f);
 

@@ -94,7 +94,7 @@ struct ShowTask {
 };
 }  // namespace
 
-int show(Source& s) {
+int show(Source& s, const Filter& flt) {
   pb::Frame f;
   pb::Header h;
   std::vector<uint32_t> order;
@@ -159,7 +159,10 @@ int show(Source& s) {
   std::printf("stream %u.%u by %s; kernel %s %s, host %s, page size %u, root pid %u, created %s%s\n", h.major(),
               h.minor(), join_writers(h).c_str(), h.kernel().c_str(), h.machine().c_str(), h.hostname().c_str(),
               h.page_size(), h.root_pid(), when(h.created_ns()).c_str(), h.incremental() ? ", incremental" : "");
+  for (uint32_t p : flt.pids)
+    if (!tasks.count(p)) ck::fail(strf("pid %u is not in the image", p));
   for (uint32_t pid : order) {
+    if (!flt.pids.empty() && !flt.pids.count(pid)) continue;
     const ShowTask& t = tasks[pid];
     if (t.has_process && t.proc.zombie())
       std::printf("\nprocess %u (%s) ppid %u pgid %u sid %u, zombie, exit status %#x\n", pid, t.proc.comm().c_str(),

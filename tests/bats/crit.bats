@@ -553,3 +553,42 @@ while True: time.sleep(100)' > "$T/py.out" 2>&1 < /dev/null &
   run ck-crit diff "$T/img" - < "$T/s.ck"
   assert_success
 }
+
+@test "show --json: hex addresses and flags, registers by name, argv as strings, no payloads; --pid and --kind filter" {
+  "$MK" "$T/s.ck" 2>/dev/null
+  run ck-crit show --json --kind thread,process -p 100 < "$T/s.ck"
+  assert_success
+  run python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+print(sorted({(f["kind"], f["pid"]) for f in d["frames"]}))
+t = [f["thread"] for f in d["frames"] if f["kind"] == "thread"][0]
+p = [f["process"] for f in d["frames"] if f["kind"] == "process"][0]
+print(t["gpregs"]["rip"], p["cmdline"], d["trailer"]["frames"])' "$output"
+  assert_output $'[(\'process\', 100), (\'thread\', 100)]\n0x1111111111111111 [\'sample\', \'--x\'] 22'
+  run ck-crit show --json --kind nosuch < "$T/s.ck"
+  assert_failure 2
+  run ck-crit show --kind mm < "$T/s.ck"
+  assert_failure 2
+  # the text form keeps the sections of the pids asked for
+  run ck-crit show -p 102 < "$T/s.ck"
+  assert_success
+  assert_line "process 102 (child) ppid 100 pgid 0 sid 0, 1 threads"
+  refute_line --partial "process 100 ("
+  # on a real dump: VMAs as x mems has them, page runs without payloads
+  start_wl counter 8
+  run ck-dump -t "$WPID" -D "$T/img"
+  assert_success
+  ck-crit show --json "$T/img" --kind mm,pages > "$T/j"
+  ck-crit x "$T/img" mems --json > "$T/m"
+  run python3 - "$T/j" "$T/m" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); m = json.load(open(sys.argv[2]))
+mm = [f["mm"] for f in d["frames"] if f["kind"] == "mm"][0]
+a = [(v["start"], v["end"], v.get("flags")) for v in mm["vmas"]]
+b = [(v["start"], v["end"], v["flags"]) for v in m[0]["vmas"]]
+pages = [f["pages"] for f in d["frames"] if f["kind"] == "pages"]
+print(a == b, all(p["addr"].startswith("0x") for p in pages), all("payload" not in f for f in d["frames"]))
+PY
+  assert_output "True True True"
+}

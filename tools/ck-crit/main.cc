@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
   auto* encode = app.add_subcommand("encode", "JSON (as decode writes it) on stdin to a stream on stdout");
   auto* show = app.add_subcommand("show", "readable summary: processes, threads, fds, VMAs, page counts");
   with_image(show);
+  with_pids(show);
+  std::vector<std::string> kinds_opt;
+  show->add_option("--kind", kinds_opt, "--json: only frames of these kinds (process, thread, fd, file, mm, pages, ...)")->delimiter(',');
   auto* info = app.add_subcommand("info", "header and trailer facts; verifies the checksum");
   with_image(info);
   auto* sum = app.add_subcommand("sum", "FNV-1a 64 of an address range of a process's memory as the image holds it");
@@ -99,6 +102,7 @@ int main(int argc, char** argv) {
     r.dir = dir.empty() ? image : dir;
     r.markdown = markdown;
     for (const auto& p : pids) r.filter.pids.insert(pid_of(p, "--pid"));
+    r.filter.kinds.insert(kinds_opt.begin(), kinds_opt.end());
     if (!pid.empty() && !sum->parsed()) r.pid = pid_of(pid, "--pid");
     if (kinds->parsed()) r.command = crit::Request::kKinds;
     else if (encode->parsed()) r.command = crit::Request::kEncode;

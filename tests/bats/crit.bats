@@ -592,3 +592,24 @@ print(a == b, all(p["addr"].startswith("0x") for p in pages), all("payload" not 
 PY
   assert_output "True True True"
 }
+
+@test "x sk names each socket's holder and its peer's fd; x cg the cgroup the task was in" {
+  mkdir "$T/u"
+  start_wl unixsocks "$T/u"
+  local ino3 ino4
+  ino3=$(readlink /proc/"$WPID"/fd/3 | tr -dc 0-9); ino4=$(readlink /proc/"$WPID"/fd/4 | tr -dc 0-9)
+  run ck-dump -t "$WPID" -D "$T/img" --leave-running
+  assert_success
+  run ck-crit x "$T/img" sk
+  assert_success
+  assert_line --regexp "^socket [0-9]+ \(pid $WPID fd 3\): unix stream connected to socket:\[$ino4\].*, peer socket [0-9]+ \(pid $WPID fd 4\)$"
+  assert_line --regexp "^socket [0-9]+ \(pid $WPID fd 9\): unix listening '$T/u/l.sock' backlog 7, 1 waiting"
+  run ck-crit x "$T/img" fds -p "$WPID"
+  assert_line --regexp "^  3: SOCKET socket:\[$ino3\], unix stream .*peer: pid $WPID fd 4$"
+  ck-crit x "$T/img" cg --json > "$T/cg.json"
+  run python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(any(int(sys.argv[2]) in c["procs"] for c in d["cgroups"]))' "$T/cg.json" "$WPID"
+  assert_output True
+}

@@ -47,6 +47,7 @@ struct Run {
   bool data = false;    // has a payload (else a zero run)
   uint32_t round = 0;   // pre-dump round it came from (0: this image's own)
   uint64_t shmid = 0;
+  uint32_t pid = 0;     // the process whose frames carried it
 };
 struct Task {
   uint32_t pid = 0;

@@ -52,6 +52,7 @@ Model load(Source& s, const PayloadHook& on_payload) {
           r.data = p.has_payload();
           r.round = p.round();
           r.shmid = p.shmid();
+          r.pid = t.pid;
           (r.shmid ? m.shared[r.shmid] : t.runs).push_back(r);
         }
         if (p.has_payload() && on_payload) on_payload(f, s);

@@ -95,67 +95,41 @@ struct ShowTask {
 }  // namespace
 
 int show(Source& s, const Filter& flt) {
-  pb::Frame f;
-  pb::Header h;
-  std::vector<uint32_t> order;
+  // The records from load() (crit_model.cc), the page counts per process
+  // that carried the runs.
+  Model m = load(s);
+  const pb::Header& h = m.header;
+  const std::vector<uint32_t>& order = m.order;
+  const auto& files = m.files;
+  const auto& socks = m.socks;
+  const auto& cgroups = m.cgroups;
+  const auto& notes = m.notes;
+  const auto& locks = m.locks;
+  uint64_t unknown = m.unknown, sockets = m.socks.size();
   std::map<uint32_t, ShowTask> tasks;
-  std::map<uint32_t, pb::FileDesc> files;
-  std::vector<pb::Cgroup> cgroups;
-  std::vector<pb::Note> notes;
-  uint64_t unknown = 0, sockets = 0;
-  std::map<uint32_t, pb::Socket> socks;
-  std::vector<pb::NetLock> locks;
-  auto task = [&](uint32_t pid) -> ShowTask& {
-    auto it = tasks.find(pid);
-    if (it != tasks.end()) return it->second;
-    order.push_back(pid);
-    return tasks[pid];
+  auto count = [&](const Run& r) {
+    ShowTask& t = tasks[r.pid];
+    ++t.runs;
+    if (r.round) t.by_round[r.round] += r.npages;
+    if (!r.data)
+      t.zero_pages += r.npages;
+    else if (r.shmid)
+      t.shared_pages += r.npages;
+    else
+      t.pages += r.npages;
   };
-  while (s.next(&f)) {
-    switch (f.body_case()) {
-      case pb::Frame::kHeader: h = f.header(); break;
-      case pb::Frame::kProcess: {
-        ShowTask& t = task(f.process().pid());
-        t.has_process = true;
-        t.proc = f.process();
-        break;
-      }
-      case pb::Frame::kThread: task(f.thread().pid()).threads.push_back(f.thread()); break;
-      case pb::Frame::kFile: files[f.file().id()] = f.file(); break;
-      case pb::Frame::kFd: task(f.fd().pid()).fds.push_back(f.fd()); break;
-      case pb::Frame::kMm: {
-        ShowTask& t = task(f.mm().pid());
-        t.vmas.assign(f.mm().vmas().begin(), f.mm().vmas().end());
-        break;
-      }
-      case pb::Frame::kPages: {
-        const auto& p = f.pages();
-        ShowTask& t = task(p.pid() ? p.pid() : f.pid());
-        if (p.file()) {  // contents of a deleted file or memfd, not memory
-          t.file_pages += p.npages();
-          break;
-        }
-        ++t.runs;
-        if (p.round()) t.by_round[p.round()] += p.npages();
-        if (!p.has_payload())
-          t.zero_pages += p.npages();
-        else if (p.shmid())
-          t.shared_pages += p.npages();
-        else
-          t.pages += p.npages();
-        break;
-      }
-      case pb::Frame::kSocket:
-        ++sockets;
-        socks[f.socket().desc()] = f.socket();
-        break;
-      case pb::Frame::kNetlock: locks.push_back(f.netlock()); break;
-      case pb::Frame::kCgroup: cgroups.push_back(f.cgroup()); break;
-      case pb::Frame::kNote: notes.push_back(f.note()); break;
-      default: ++unknown; break;
-    }
+  for (const auto& [pid, k] : m.tasks) {
+    ShowTask& t = tasks[pid];
+    t.has_process = k.has_process;
+    t.proc = k.proc;
+    t.threads = k.threads;
+    t.fds = k.fds;
+    t.vmas = k.vmas;
+    t.file_pages = k.file_pages;
+    for (const Run& r : k.runs) count(r);
   }
-  s.verify();
+  for (const auto& [id, runs] : m.shared)
+    for (const Run& r : runs) count(r);
   std::printf("stream %u.%u by %s; kernel %s %s, host %s, page size %u, root pid %u, created %s%s\n", h.major(),
               h.minor(), join_writers(h).c_str(), h.kernel().c_str(), h.machine().c_str(), h.hostname().c_str(),
               h.page_size(), h.root_pid(), when(h.created_ns()).c_str(), h.incremental() ? ", incremental" : "");
@@ -229,7 +203,7 @@ int show(Source& s, const Filter& flt) {
   if (sockets) std::printf("%" PRIu64 " socket frames\n", sockets);
   for (const auto& l : locks) std::printf("network lock: nftables table inet %s\n", l.table().c_str());
   if (unknown) std::printf("%" PRIu64 " frames of kinds this ck does not know (kept as they are)\n", unknown);
-  const auto& t = s.trailer();
+  const auto& t = m.trailer;
   std::printf("trailer: %" PRIu64 " frames, %" PRIu64 " payload bytes, checksum %#018" PRIx64 " ok\n", t.frames(),
               t.payload_bytes(), t.checksum());
   return 0;

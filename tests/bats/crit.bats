@@ -552,6 +552,16 @@ while True: time.sleep(100)' > "$T/py.out" 2>&1 < /dev/null &
   assert_failure 2
   run ck-crit diff "$T/img" - < "$T/s.ck"
   assert_success
+  # a changed page or frame in an image: status 3, not "different"
+  cp -r "$T/img" "$T/img2"
+  flip "$T/img/pages.img" 5000 > "$T/img2/pages.img"
+  run ck-crit diff "$T/img" "$T/img2"
+  assert_failure 3
+  assert_output --partial "does not match its digest"
+  cp "$T/img/pages.img" "$T/img2/pages.img"
+  flip "$T/img/frames.img" 40 > "$T/img2/frames.img"
+  run ck-crit diff "$T/img2" "$T/img"
+  assert_failure 3
 }
 
 @test "show --json: hex addresses and flags, registers by name, argv as strings, no payloads; --pid and --kind filter" {

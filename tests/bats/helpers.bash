@@ -56,7 +56,8 @@ start_prog() {
 # start_py_counter SETUP: runs python3 with the SETUP lines (which open the
 # resource a test is about: a socket, a pty...) and then a loop that writes
 # a growing counter into $T/n every 10 ms, in a new session; sets WPID and
-# gives it a second to start.  counter_advances: $T/n still grows.
+# waits until $T/n exists (SETUP has run: on a loaded machine python takes
+# more than a second to get there).  counter_advances: $T/n still grows.
 start_py_counter() {
   only_std setsid python3 -c "$1
 import os, sys, time
@@ -68,7 +69,10 @@ while True:
     time.sleep(0.01)" "$T/n" < /dev/null > /dev/null 2>&1 &
   WPID=$!
   PIDS+=("$WPID")
-  sleep 1
+  local i
+  for ((i = 0; i < 1000; i++)); do [ -s "$T/n" ] && return 0; sleep 0.02; done
+  echo "python3 did not start writing $T/n" >&2
+  return 1
 }
 counter_advances() {
   local a b

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 
+#include "error.h"
 #include "kinds.h"
 
 namespace crit {
@@ -13,6 +14,17 @@ int run(const Request& r) {
       return std::fputs((r.markdown ? ck::kinds_markdown() : ck::kinds_list()).c_str(), stdout) < 0 ? 1 : 0;
     case Request::kEncode:
       return encode(0, 1);
+    case Request::kDiff:
+      // 1 means "different" here, as for diff(1) and cmp(1): trouble is 2
+      // (or 3 for bad input), never 1.
+      try {
+        return diff(r.dir, r.dir2, r.diff);
+      } catch (const ck::Error& e) {
+        if (e.status() == ck::kFail) throw ck::Error(ck::kUsage, e.what());
+        throw;
+      } catch (const std::exception& e) {
+        throw ck::Error(ck::kUsage, e.what());
+      }
     default:
       break;
   }
@@ -21,7 +33,14 @@ int run(const Request& r) {
     case Request::kDecode: return decode(*src);
     case Request::kInfo: return info(*src);
     case Request::kSum: return sum(*src, r.pid, r.addr, r.len);
-    default: return show(*src);
+    case Request::kExplore: return explore(*src, r.what, r.filter);
+    case Request::kMem: return mem(*src, r.pid, r.addr, r.len, r.raw);
+    case Request::kArgs: return args(*src, r.pid, false, r.nul);
+    case Request::kEnv: return args(*src, r.pid, true, r.nul);
+    default:
+      if (r.filter.json) return show_json(*src, r.filter);
+      if (!r.filter.kinds.empty()) ck::usage_error("show: --kind filters the frames of --json only");
+      return show(*src, r.filter);
   }
 }
 

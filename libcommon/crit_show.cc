@@ -83,7 +83,7 @@ int info(Source& s) {
 }
 
 namespace {
-struct Task {
+struct ShowTask {
   bool has_process = false;
   pb::Process proc;
   std::vector<pb::Thread> threads;
@@ -94,73 +94,50 @@ struct Task {
 };
 }  // namespace
 
-int show(Source& s) {
-  pb::Frame f;
-  pb::Header h;
-  std::vector<uint32_t> order;
-  std::map<uint32_t, Task> tasks;
-  std::map<uint32_t, pb::FileDesc> files;
-  std::vector<pb::Cgroup> cgroups;
-  std::vector<pb::Note> notes;
-  uint64_t unknown = 0, sockets = 0;
-  std::map<uint32_t, pb::Socket> socks;
-  std::vector<pb::NetLock> locks;
-  auto task = [&](uint32_t pid) -> Task& {
-    auto it = tasks.find(pid);
-    if (it != tasks.end()) return it->second;
-    order.push_back(pid);
-    return tasks[pid];
+int show(Source& s, const Filter& flt) {
+  // The records from load() (crit_model.cc), the page counts per process
+  // that carried the runs.
+  Model m = load(s);
+  const pb::Header& h = m.header;
+  const std::vector<uint32_t>& order = m.order;
+  const auto& files = m.files;
+  const auto& socks = m.socks;
+  const auto& cgroups = m.cgroups;
+  const auto& notes = m.notes;
+  const auto& locks = m.locks;
+  uint64_t unknown = m.unknown, sockets = m.socks.size();
+  std::map<uint32_t, ShowTask> tasks;
+  auto count = [&](const Run& r) {
+    ShowTask& t = tasks[r.pid];
+    ++t.runs;
+    if (r.round) t.by_round[r.round] += r.npages;
+    if (!r.data)
+      t.zero_pages += r.npages;
+    else if (r.shmid)
+      t.shared_pages += r.npages;
+    else
+      t.pages += r.npages;
   };
-  while (s.next(&f)) {
-    switch (f.body_case()) {
-      case pb::Frame::kHeader: h = f.header(); break;
-      case pb::Frame::kProcess: {
-        Task& t = task(f.process().pid());
-        t.has_process = true;
-        t.proc = f.process();
-        break;
-      }
-      case pb::Frame::kThread: task(f.thread().pid()).threads.push_back(f.thread()); break;
-      case pb::Frame::kFile: files[f.file().id()] = f.file(); break;
-      case pb::Frame::kFd: task(f.fd().pid()).fds.push_back(f.fd()); break;
-      case pb::Frame::kMm: {
-        Task& t = task(f.mm().pid());
-        t.vmas.assign(f.mm().vmas().begin(), f.mm().vmas().end());
-        break;
-      }
-      case pb::Frame::kPages: {
-        const auto& p = f.pages();
-        Task& t = task(p.pid() ? p.pid() : f.pid());
-        if (p.file()) {  // contents of a deleted file or memfd, not memory
-          t.file_pages += p.npages();
-          break;
-        }
-        ++t.runs;
-        if (p.round()) t.by_round[p.round()] += p.npages();
-        if (!p.has_payload())
-          t.zero_pages += p.npages();
-        else if (p.shmid())
-          t.shared_pages += p.npages();
-        else
-          t.pages += p.npages();
-        break;
-      }
-      case pb::Frame::kSocket:
-        ++sockets;
-        socks[f.socket().desc()] = f.socket();
-        break;
-      case pb::Frame::kNetlock: locks.push_back(f.netlock()); break;
-      case pb::Frame::kCgroup: cgroups.push_back(f.cgroup()); break;
-      case pb::Frame::kNote: notes.push_back(f.note()); break;
-      default: ++unknown; break;
-    }
+  for (const auto& [pid, k] : m.tasks) {
+    ShowTask& t = tasks[pid];
+    t.has_process = k.has_process;
+    t.proc = k.proc;
+    t.threads = k.threads;
+    t.fds = k.fds;
+    t.vmas = k.vmas;
+    t.file_pages = k.file_pages;
+    for (const Run& r : k.runs) count(r);
   }
-  s.verify();
+  for (const auto& [id, runs] : m.shared)
+    for (const Run& r : runs) count(r);
   std::printf("stream %u.%u by %s; kernel %s %s, host %s, page size %u, root pid %u, created %s%s\n", h.major(),
               h.minor(), join_writers(h).c_str(), h.kernel().c_str(), h.machine().c_str(), h.hostname().c_str(),
               h.page_size(), h.root_pid(), when(h.created_ns()).c_str(), h.incremental() ? ", incremental" : "");
+  for (uint32_t p : flt.pids)
+    if (!tasks.count(p)) ck::fail(strf("pid %u is not in the image", p));
   for (uint32_t pid : order) {
-    const Task& t = tasks[pid];
+    if (!flt.pids.empty() && !flt.pids.count(pid)) continue;
+    const ShowTask& t = tasks[pid];
     if (t.has_process && t.proc.zombie())
       std::printf("\nprocess %u (%s) ppid %u pgid %u sid %u, zombie, exit status %#x\n", pid, t.proc.comm().c_str(),
                   t.proc.ppid(), t.proc.pgid(), t.proc.sid(), static_cast<unsigned>(t.proc.exit_status()));
@@ -226,7 +203,7 @@ int show(Source& s) {
   if (sockets) std::printf("%" PRIu64 " socket frames\n", sockets);
   for (const auto& l : locks) std::printf("network lock: nftables table inet %s\n", l.table().c_str());
   if (unknown) std::printf("%" PRIu64 " frames of kinds this ck does not know (kept as they are)\n", unknown);
-  const auto& t = s.trailer();
+  const auto& t = m.trailer;
   std::printf("trailer: %" PRIu64 " frames, %" PRIu64 " payload bytes, checksum %#018" PRIx64 " ok\n", t.frames(),
               t.payload_bytes(), t.checksum());
   return 0;
@@ -236,64 +213,10 @@ int show(Source& s) {
 
 int sum(Source& s, uint32_t pid, uint64_t addr, uint64_t len) {
   if (addr + len < addr) ck::usage_error("--addr + --len wraps around");
-  std::vector<unsigned char> mem(len);  // zero: what no run covers
-  std::vector<pb::Vma> vmas;
-  std::vector<char> chunk;
-  bool seen = false;
-  pb::Frame f;
-  // Where the bytes [0, run length) of a run land in the process.
-  struct Place {
-    uint64_t from, len, at;
-  };
-  std::vector<Place> places;
-  while (s.next(&f)) {
-    if (f.pid() == pid) seen = true;
-    if (f.has_mm() && f.mm().pid() == pid) vmas.assign(f.mm().vmas().begin(), f.mm().vmas().end());
-    if (!f.has_pages()) continue;
-    const auto& p = f.pages();
-    if (p.file() || ((p.pid() ? p.pid() : f.pid()) != pid && p.shmid() == 0)) continue;
-    uint64_t rlen = uint64_t{p.npages()} * ck::kPageSize;
-    places.clear();
-    if (p.shmid() == 0) {
-      places.push_back({0, rlen, p.addr()});
-    } else {
-      // addr is an offset into the shared object; map it through this
-      // process's VMAs of that object (those seen so far).
-      for (const auto& v : vmas) {
-        if (v.shmid() != p.shmid()) continue;
-        uint64_t lo = std::max(p.addr(), v.pgoff());
-        uint64_t hi = std::min(p.addr() + rlen, v.pgoff() + (v.end() - v.start()));
-        if (lo < hi) places.push_back({lo - p.addr(), hi - lo, v.start() + (lo - v.pgoff())});
-      }
-    }
-    // Keep only the parts inside [addr, addr + len).
-    std::vector<Place> hit;
-    for (const auto& pl : places) {
-      uint64_t lo = std::max(pl.at, addr), hi = std::min(pl.at + pl.len, addr + len);
-      if (lo < hi) hit.push_back({pl.from + (lo - pl.at), hi - lo, lo});
-    }
-    if (hit.empty()) continue;
-    if (!p.has_payload()) {
-      for (const auto& h : hit) std::fill_n(mem.begin() + (h.at - addr), h.len, 0);
-      continue;
-    }
-    if (chunk.empty()) chunk.resize(1 << 20);
-    uint64_t done = 0;
-    while (s.payload_left()) {
-      size_t n = std::min<uint64_t>(s.payload_left(), chunk.size());
-      s.read_payload(chunk.data(), n);
-      for (const auto& h : hit) {
-        uint64_t lo = std::max(h.from, done), hi = std::min(h.from + h.len, done + n);
-        if (lo < hi) std::copy_n(chunk.data() + (lo - done), hi - lo, mem.begin() + (h.at + (lo - h.from) - addr));
-      }
-      done += n;
-    }
-  }
-  s.verify();
-  if (!seen) ck::fail(strf("pid %u is not in the image", pid));
+  Bytes b = read_bytes(s, pid, Range::kGiven, addr, len);  // zero: what no run covers
   uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : mem) {
-    h ^= c;
+  for (char c : b.data) {
+    h ^= static_cast<unsigned char>(c);
     h *= 0x100000001b3ULL;
   }
   std::printf("%#lx\n", static_cast<unsigned long>(h));

@@ -49,9 +49,7 @@ load helpers
   run ck-dump -t "$WPID" -D "$T/img"
   assert_success
   # the second image matches the first in everything but time
-  ck-crit decode -D "$T/img1" > "$T/1.json"
-  ck-crit decode -D "$T/img" > "$T/2.json"
-  run python3 "$CK_TOP/tests/image_diff.py" "$T/1.json" "$T/2.json"
+  run redump_diff "$T/img1" "$T/img"
   assert_success
   run ck-restore -D "$T/img" -d
   assert_success
@@ -87,6 +85,8 @@ load helpers
   redump_and_compare
   check_wl counter "$WPID"
   # no_setuid_fixup is bit 2 of the securebits, in both images
+  ck-crit decode -D "$T/img" > "$T/1.json"
+  ck-crit decode -D "$T/img2" > "$T/2.json"
   for j in 1 2; do
     run python3 -c 'import json,sys; print([f["frame"]["process"]["creds"].get("securebits") for f in json.load(open(sys.argv[1]))["frames"] if "process" in f["frame"]])' "$T/$j.json"
     assert_output "[4]"

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <map>
 
+#include "crit.h"
 #include "error.h"
 #include "fd.h"
 #include "log.h"
@@ -415,6 +416,20 @@ class Anonymizer {
   AnonMap& m_;
 };
 
+// A stream on an fd, as a crit::Source (crit's own reads fd 0).
+class FdSource : public crit::Source {
+ public:
+  explicit FdSource(int fd) : r_(fd) {}
+  bool next(pb::Frame* f) override { return r_.next(f); }
+  const std::string& raw() const override { return r_.raw(); }
+  uint64_t payload_left() const override { return r_.payload_left(); }
+  void read_payload(void* dst, size_t len) override { r_.read_payload(dst, len); }
+  const pb::Trailer& trailer() const override { return r_.trailer(); }
+
+ private:
+  StreamReader r_;
+};
+
 // Non-printable bytes of an original as \xHH (names may hold anything).
 std::string escape(const std::string& s) {
   std::string r;
@@ -487,7 +502,6 @@ std::set<std::string> frame_field_names() {
 
 int run_anon(const AnonOptions& o, int in_fd, int out_fd) {
   if (o.env != "all" && o.env != "values") usage_error("--env is all or values");
-  if (::isatty(in_fd)) usage_error("no stream on stdin (see ck-anon --help)");
   std::string key = o.key_file.empty() ? random_key() : read_key(o.key_file);
   AnonMap map(key, o.all_paths);
   key.assign(key.size(), '\0');
@@ -497,12 +511,18 @@ int run_anon(const AnonOptions& o, int in_fd, int out_fd) {
     file = std::make_unique<OutFile>(o.output);
     out_fd = file->fd();
   }
-  StreamReader r(in_fd);
-  pb::Header h = r.header();
+  // A stream on stdin, or an image set read in place (no pipe between).
+  std::unique_ptr<crit::Source> src;
+  if (o.dir.empty()) {
+    if (::isatty(in_fd)) usage_error("no stream on stdin and no -D DIR (see ck-anon --help)");
+    src = std::make_unique<FdSource>(in_fd);
+  } else {
+    src = crit::open_source(o.dir);
+  }
   pb::Frame hf;
-  *hf.mutable_header() = h;
+  if (!src->next(&hf) || !hf.has_header()) bad_input("the input does not start with a header");
   a.apply(&hf);
-  h = hf.header();
+  pb::Header h = hf.header();
   h.add_writers(std::string("ck-anon ") + kVersion);
   auto* an = h.mutable_anonymized();
   an->set_by(std::string("ck-anon ") + kVersion);
@@ -512,11 +532,16 @@ int run_anon(const AnonOptions& o, int in_fd, int out_fd) {
   an->set_keyed(!o.key_file.empty());
   StreamWriter w(out_fd);
   w.header(h);
+  // Every payload is still checked against its digest, so that a corrupt
+  // input is refused even though none of it goes out: a stream reader
+  // checks the payloads it skips, an image set checks them all (and its
+  // checksum) in verify(), before the trailer is written.
   pb::Frame f;
-  while (r.next(&f)) {
+  while (src->next(&f)) {
     if (f.has_header()) continue;
     if (a.frame(&f)) w.frame(f);
   }
+  src->verify();
   const Counts& c = a.c;
   std::string text = strf("dropped %" PRIu64 " page runs (%" PRIu64 " pages); replaced %" PRIu64 " paths, %" PRIu64
                           " names and arguments, %" PRIu64 " IP addresses, %" PRIu64 " bytes of queued data; zeroed %" PRIu64

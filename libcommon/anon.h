@@ -34,6 +34,7 @@ struct AnonOptions {
   bool keep_hostname = false;
   bool all_paths = false;  // replace the well-known system components too (/usr, /dev, ...)
   std::string map_out;    // write the mapping table here (for the reporter alone)
+  std::string dir;        // read this image set (ck-store's) instead of in_fd
   std::string output;     // write the stream here (renamed in place at the end); empty: out_fd
   bool summary = false;   // a summary of what was removed on stderr
 };

@@ -107,6 +107,10 @@ PY
   ck-anon --key "$T/k1" < "$T/s.ck" > "$T/a1.ck"
   ck-anon --key "$T/k1" --map-out "$T/map" < "$T/s.ck" > "$T/a1b.ck"
   cmp "$T/a1.ck" "$T/a1b.ck"
+  # an image set read in place gives the same bytes
+  ck-store put -D "$T/img" < "$T/s.ck"
+  ck-anon --key "$T/k1" -D "$T/img" > "$T/a1d.ck"
+  cmp "$T/a1.ck" "$T/a1d.ck"
   ck-anon --key "$T/k2" < "$T/s.ck" > "$T/a2.ck"
   ! cmp -s "$T/a1.ck" "$T/a2.ck"
   ck-anon < "$T/s.ck" > "$T/r1.ck"
@@ -164,6 +168,14 @@ PY
     "$T/s.ck" "$T/flip.ck"
   run ck-anon -o "$T/out.ck" < "$T/flip.ck"
   assert_failure 3
+  [ ! -e "$T/out.ck" ]
+  # a changed byte of an image's page data, read in place
+  ck-store put -D "$T/img" < "$T/s.ck"
+  python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(100); b = f.read(1); f.seek(100); f.write(bytes([b[0] ^ 1]))' \
+    "$T/img/pages.img"
+  run ck-anon -D "$T/img" -o "$T/out.ck"
+  assert_failure 3
+  assert_output --partial "does not match its digest"
   [ ! -e "$T/out.ck" ]
   head -c 3000 /dev/urandom > "$T/junk"
   run ck-anon < "$T/junk"

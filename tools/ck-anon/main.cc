@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   app.add_flag("--keep-hostname", o.keep_hostname, "keep the header's hostname");
   app.add_flag("--all-paths", o.all_paths, "replace well-known system path components (usr, dev, ...) too");
   app.add_option("--map-out", o.map_out, "write the mapping table (replacement -> original) to FILE, for yourself alone");
+  app.add_option("-D,--dir", o.dir, "read the image set in DIR (as ck-store put wrote it) instead of stdin");
   app.add_option("-o,--output", o.output, "write the stream to FILE (complete or not at all) instead of stdout");
   app.add_flag("--summary", o.summary, "print what was removed on stderr");
   ck::add_common_options(app, co);

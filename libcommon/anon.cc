@@ -6,9 +6,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zstd.h>
+
 #include <cinttypes>
 #include <cstdio>
 #include <map>
+#include <thread>
 
 #include "crit.h"
 #include "error.h"
@@ -466,6 +469,65 @@ class OutFile {
   bool done_ = false;
 };
 
+// --zstd: the stream goes through a pipe to a thread that compresses it
+// (libzstd, streaming, bounded buffers) onto the output.  finish() ends
+// the frame and reports the thread's error; destroyed without it, the
+// output is a cut zstd frame, which zstd -d refuses.
+class ZstdPipe {
+ public:
+  explicit ZstdPipe(int out_fd) : out_(out_fd) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) < 0) throw_errno("unable to create a pipe");
+    r_.reset(p[0]);
+    w_.reset(p[1]);
+    t_ = std::thread([this] { run(); });
+  }
+  ~ZstdPipe() {
+    w_.reset();
+    if (t_.joinable()) t_.join();
+  }
+  int fd() const { return w_.get(); }
+  void finish() {
+    w_.reset();
+    t_.join();
+    if (!err_.empty()) fail("compressing the output: " + err_);
+  }
+
+ private:
+  void run() {
+    ZSTD_CCtx* c = ZSTD_createCCtx();
+    try {
+      if (!c) fail("out of memory");
+      ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 3);
+      std::vector<char> in(ZSTD_CStreamInSize()), out(ZSTD_CStreamOutSize());
+      for (;;) {
+        ssize_t n = ::read(r_.get(), in.data(), in.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno("unable to read the stream's pipe");
+        const bool last = n == 0;
+        ZSTD_inBuffer ib{in.data(), static_cast<size_t>(n), 0};
+        for (;;) {
+          ZSTD_outBuffer ob{out.data(), out.size(), 0};
+          size_t rem = ZSTD_compressStream2(c, &ob, &ib, last ? ZSTD_e_end : ZSTD_e_continue);
+          if (ZSTD_isError(rem)) fail(ZSTD_getErrorName(rem));
+          write_full(out_, out.data(), ob.pos);
+          if (last ? rem == 0 : ib.pos == ib.size) break;
+        }
+        if (last) break;
+      }
+    } catch (const std::exception& e) {
+      err_ = e.what();
+      r_.reset();  // the writer then fails too (EPIPE)
+    }
+    ZSTD_freeCCtx(c);
+  }
+
+  int out_;
+  ScopedFd r_, w_;
+  std::thread t_;
+  std::string err_;
+};
+
 void write_map(const std::string& file, const AnonMap& m) {
   std::string out = "# ck-anon mapping table: kind, replacement, original (keep it private)\n";
   for (const auto& [kind, t] : m.table())
@@ -530,6 +592,19 @@ int run_anon(const AnonOptions& o, int in_fd, int out_fd) {
   an->set_addresses(o.addresses);
   an->set_ports(o.ports);
   an->set_keyed(!o.key_file.empty());
+  std::unique_ptr<ZstdPipe> z;
+  if (o.zstd) {
+    if (::isatty(out_fd)) usage_error("refusing to write a compressed stream to a terminal");
+    z = std::make_unique<ZstdPipe>(out_fd);
+    out_fd = z->fd();
+  }
+  std::string facts;
+  if (!o.note_file.empty()) {
+    ScopedFd nf(::open(o.note_file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!nf.valid()) throw_errno("unable to open '" + o.note_file + "'");
+    facts.resize(1 << 20);
+    facts.resize(read_full(nf.get(), facts.data(), facts.size()));
+  }
   StreamWriter w(out_fd);
   w.header(h);
   // Every payload is still checked against its digest, so that a corrupt
@@ -553,7 +628,14 @@ int run_anon(const AnonOptions& o, int in_fd, int out_fd) {
   note.mutable_note()->set_stage("ck-anon");
   note.mutable_note()->set_text(text);
   w.frame(note);
+  if (!o.note_file.empty()) {  // the caller's text, as it is (ck-report's facts)
+    pb::Frame nf;
+    nf.mutable_note()->set_stage(o.note_stage);
+    nf.mutable_note()->set_text(facts);
+    w.frame(nf);
+  }
   w.finish();
+  if (z) z->finish();
   if (file) file->commit();
   if (!o.map_out.empty()) write_map(o.map_out, map);
   for (const auto& n : c.unruled_names) LOG_WARN("dropped %s: no anonymization rule for it", n.c_str());

@@ -37,6 +37,9 @@ struct AnonOptions {
   std::string dir;        // read this image set (ck-store's) instead of in_fd
   std::string output;     // write the stream here (renamed in place at the end); empty: out_fd
   bool summary = false;   // a summary of what was removed on stderr
+  bool zstd = false;      // compress the output (one zstd frame, libzstd)
+  std::string note_file;  // append its text, unchanged, as a Note of note_stage
+  std::string note_stage = "ck-report";
 };
 
 // Reads a stream from in_fd, writes its anonymized copy to out_fd (or

@@ -11,7 +11,7 @@ canaries() {
   WPID=$!
   PIDS+=("$WPID")
   wait_line "$T/c.out" '^READY' 20
-  ck-freeze -t "$WPID" --leave-running -- sh -c "ck-memread | ck-sockdump | ck-cgdump > '$T/s.ck'"
+  ck-freeze -t "$WPID" --leave-running --timeout 90 -- sh -c "ck-memread | ck-sockdump | ck-cgdump > '$T/s.ck'"
 }
 
 # leaks FILE...: every canary (and any 16-byte run of the random region)
@@ -189,25 +189,42 @@ PY
   ck-crit info < "$T/out.ck" > /dev/null
 }
 
-@test "ck-report: a live process through ck-anon into a report; it runs on" {
+@test "ck-report: a live process through ck-anon into one zstd file with the host facts; it runs on" {
   canaries
-  run ck-report -t "$WPID" -o "$T/rep"
+  run ck-report -t "$WPID" -o "$T/rep.zst"
   assert_success
   assert_output --partial "ck-anon: dropped"
   kill -0 "$WPID"
   ! any_stopped "$WPID"
-  [ -s "$T/rep/image.ck" ] && [ -s "$T/rep/facts" ]
-  grep -q "^kernel: $(uname -s) $(uname -r)" "$T/rep/facts"
-  run leaks "$T/rep/image.ck" "$T/rep/facts" "$T/rep/summary"
+  zstd -q -d -c "$T/rep.zst" > "$T/rep.ck"
+  run ck-crit show < "$T/rep.ck"
+  assert_success
+  assert_output --partial "anonymized by ck-anon"
+  assert_output --partial "note from ck-report: ck: ck-freeze"
+  assert_output --partial "kernel: $(uname -s) $(uname -r)"
+  run leaks "$T/rep.zst" "$T/rep.ck"
   assert_output ""
-  [ "$(grep -a -c CANARY "$T/rep/image.ck")" = 0 ]
-  run ck-restore < "$T/rep/image.ck"
+  [ "$(grep -a -c CANARY "$T/rep.ck")" = 0 ]
+  [ "$(shape "$T/rep.ck" | cut -d, -f1-4)" = "$(shape "$T/s.ck" | cut -d, -f1-4)" ]
+  run ck-restore < "$T/rep.ck"
   assert_failure 3
-  # an existing directory is refused before anything is frozen
-  run ck-report -t "$WPID" -o "$T/rep"
+  # an existing file is refused before anything is frozen
+  run ck-report -t "$WPID" -o "$T/rep.zst"
   assert_failure 2
   # a pid that is not there: no report left behind
-  run ck-report -t 999999 -o "$T/rep2"
+  run ck-report -t 999999 -o "$T/rep2.zst"
   assert_failure
-  [ ! -e "$T/rep2" ]
+  [ ! -e "$T/rep2.zst" ]
+  ! ls "$T"/rep2.zst.* 2>/dev/null
+}
+
+@test "ck-anon --zstd: one zstd frame of the same stream; a cut input leaves no file" {
+  canaries
+  head -c 32 /dev/urandom > "$T/k"
+  ck-anon --key "$T/k" < "$T/s.ck" > "$T/a.ck"
+  ck-anon --key "$T/k" --zstd -o "$T/a.zst" < "$T/s.ck"
+  zstd -q -d -c "$T/a.zst" | cmp - "$T/a.ck"
+  run sh -c "head -c 5000 '$T/s.ck' | ck-anon --zstd -o '$T/b.zst'"
+  assert_failure 3
+  [ ! -e "$T/b.zst" ]
 }

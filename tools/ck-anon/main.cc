@@ -25,6 +25,9 @@ int main(int argc, char** argv) {
   app.add_option("-D,--dir", o.dir, "read the image set in DIR (as ck-store put wrote it) instead of stdin");
   app.add_option("-o,--output", o.output, "write the stream to FILE (complete or not at all) instead of stdout");
   app.add_flag("--summary", o.summary, "print what was removed on stderr");
+  app.add_flag("--zstd", o.zstd, "compress the output with zstd (read it with zstd -d | ck-crit show)");
+  app.add_option("--note", o.note_file, "append FILE's text, as it is, as a note (ck-report's host facts)")
+      ->check(CLI::ExistingFile);
   ck::add_common_options(app, co);
   return ck::run_tool("ck-anon", app, co, argc, argv, [&] {
     o.addresses = !keep_addresses;

@@ -146,7 +146,11 @@ PY
   run ck-restore < "$T/a.ck"
   assert_failure 3
   assert_output --partial "anonymized"
+  # ck-crit decodes the dropped runs and encodes them back byte for byte
+  [ "$(ck-crit decode < "$T/a.ck" | grep -o '"dropped":true' | wc -l)" -gt 0 ]
+  ck-crit decode < "$T/a.ck" | ck-crit encode | cmp - "$T/a.ck"
   ck-store put -D "$T/img" < "$T/a.ck"
+  ck-store get -D "$T/img" | cmp - "$T/a.ck"
   run ck-restore -D "$T/img"
   assert_failure 3
   assert_output --partial "unable to restore an anonymized stream"

@@ -45,6 +45,7 @@ struct Run {
   uint64_t addr = 0;    // address, or offset into the shared object / file
   uint32_t npages = 0;
   bool data = false;    // has a payload (else a zero run)
+  bool dropped = false; // ck-anon dropped its payload (no data, not zeros)
   uint32_t round = 0;   // pre-dump round it came from (0: this image's own)
   uint64_t shmid = 0;
   uint32_t pid = 0;     // the process whose frames carried it

@@ -50,6 +50,7 @@ Model load(Source& s, const PayloadHook& on_payload) {
           r.addr = p.addr();
           r.npages = p.npages();
           r.data = p.has_payload();
+          r.dropped = p.dropped();
           r.round = p.round();
           r.shmid = p.shmid();
           r.pid = t.pid;

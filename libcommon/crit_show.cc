@@ -40,6 +40,14 @@ std::string when(uint64_t ns) {
   return b;
 }
 
+// What ck-anon's mark says it did.
+std::string anon_mark(const pb::Header& h) {
+  const auto& a = h.anonymized();
+  return strf("not restorable; page payloads dropped, names replaced (environment %s), IP addresses %s, ports %s, %s key",
+              a.env() == "values" ? "values" : "names and values", a.addresses() ? "mapped" : "kept",
+              a.ports() ? "mapped" : "kept", a.keyed() ? "a given" : "a random");
+}
+
 std::string prot_str(uint32_t prot, uint32_t flags) {
   std::string s = "---p";
   if (prot & PROT_READ) s[0] = 'r';
@@ -73,6 +81,8 @@ int info(Source& s) {
   std::printf("created:       %s\n", when(h.created_ns()).c_str());
   std::printf("root pid:      %u\n", h.root_pid());
   std::printf("incremental:   %s\n", h.incremental() ? "yes" : "no");
+  if (h.has_anonymized())
+    std::printf("anonymized:    by %s: %s\n", h.anonymized().by().c_str(), anon_mark(h).c_str());
   if (ck::names_round(h))  // (an image read through its chain is whole: computed against nothing)
     std::printf("round:         %u of dump %016" PRIx64 "%s\n", h.round().gen(), h.round().dump(),
                 h.round().base() ? ck::strf(", computed against round %u", h.round().base()).c_str() : "");
@@ -89,7 +99,7 @@ struct ShowTask {
   std::vector<pb::Thread> threads;
   std::vector<pb::Fd> fds;
   std::vector<pb::Vma> vmas;
-  uint64_t runs = 0, pages = 0, zero_pages = 0, shared_pages = 0, file_pages = 0;
+  uint64_t runs = 0, pages = 0, zero_pages = 0, shared_pages = 0, file_pages = 0, dropped_pages = 0;
   std::map<uint32_t, uint64_t> by_round;  // pre-dump round -> pages (with data or zero)
 };
 }  // namespace
@@ -111,7 +121,9 @@ int show(Source& s, const Filter& flt) {
     ShowTask& t = tasks[r.pid];
     ++t.runs;
     if (r.round) t.by_round[r.round] += r.npages;
-    if (!r.data)
+    if (r.dropped)  // ck-anon: pages with data, the data gone
+      t.dropped_pages += r.npages;
+    else if (!r.data)
       t.zero_pages += r.npages;
     else if (r.shmid)
       t.shared_pages += r.npages;
@@ -135,6 +147,7 @@ int show(Source& s, const Filter& flt) {
               h.page_size(), h.root_pid(), when(h.created_ns()).c_str(), h.incremental() ? ", incremental" : "");
   for (uint32_t p : flt.pids)
     if (!tasks.count(p)) ck::fail(strf("pid %u is not in the image", p));
+  if (h.has_anonymized()) std::printf("anonymized by %s: %s\n", h.anonymized().by().c_str(), anon_mark(h).c_str());
   for (uint32_t pid : order) {
     if (!flt.pids.empty() && !flt.pids.count(pid)) continue;
     const ShowTask& t = tasks[pid];
@@ -183,6 +196,7 @@ int show(Source& s, const Filter& flt) {
     std::printf("  pages: %" PRIu64 " runs, %" PRIu64 " with data (%" PRIu64 " bytes), %" PRIu64 " zero",
                 t.runs, t.pages, t.pages * ck::kPageSize, t.zero_pages);
     if (t.shared_pages) std::printf(", %" PRIu64 " of shared objects", t.shared_pages);
+    if (t.dropped_pages) std::printf(", %" PRIu64 " dropped by ck-anon", t.dropped_pages);
     if (t.file_pages) std::printf("; %" PRIu64 " pages of deleted files and memfds", t.file_pages);
     std::printf("\n");
     if (!t.by_round.empty()) {  // an image read through a chain of pre-dump rounds

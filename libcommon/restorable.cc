@@ -34,6 +34,16 @@ void RestoreCheck::frame(const pb::Frame& f) {
     case pb::Frame::kHeader:
       writers_.assign(f.header().writers().begin(), f.header().writers().end());
       root_ = f.header().root_pid();
+      // An anonymized stream (ck-anon) has no memory and no true names
+      // left: it is for reading, never for a tree.  A store keeps it as it is.
+      if (f.header().has_anonymized()) {
+        if (!sink_)
+          bad_input(strf("unable to restore an anonymized stream (%s): its memory and names are gone; "
+                         "it is for ck-crit only",
+                         f.header().anonymized().by().empty() ? "ck-anon" : f.header().anonymized().by().c_str()));
+        active_ = false;
+        return;
+      }
       // A sink checks dumps: streams that ck-freeze started.  A pre-dump
       // round (ck-memread -t) or a test's stream is no image of a tree.
       if (sink_ && (writers_.empty() || writers_[0].compare(0, 10, "ck-freeze ") != 0)) {
@@ -213,6 +223,8 @@ const pb::FileDesc* RestoreCheck::file_with_contents(uint32_t id) const {
 
 void RestoreCheck::pages(const pb::PageRun& run) {
   const uint64_t len = uint64_t{run.npages()} * kPageSize;
+  if (run.dropped() && !sink_)  // (a stream that lost its mark, not only its pages)
+    bad_input(strf("unable to restore %s: its payload was dropped by ck-anon", describe_run(run).c_str()));
   if (run.file()) {  // contents of a deleted file or memfd, after its description
     const pb::FileDesc* d = file_with_contents(run.file());
     const uint64_t size = d ? (d->size() + kPageSize - 1) / kPageSize * kPageSize : 0;

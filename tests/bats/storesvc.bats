@@ -129,7 +129,7 @@ os.execvp("ck-store", ["ck-store", "serve", "--socket", sys.argv[1] + ".unused",
   [ ! -e "$T/img" ]
 }
 
-@test "a corrupt, cut or refused stream: status 3, and the service keeps nothing of it" {
+@test "a corrupt or cut stream: status 3, and the service keeps nothing of it" {
   start_store
   "$MK" "$T/s.ck" 2>/dev/null
   ck-store put --name good < "$T/s.ck"
@@ -222,6 +222,26 @@ os.execvp("ck-store", ["ck-store", "serve", "--socket", sys.argv[1] + ".unused",
   [ "$held" -lt $(((16 << 20) / 4)) ]
   [ "$held" -ge $((nonzero * 4096)) ]
   check_wl zeros "$WPID"
+}
+
+@test "dedup compares bytes: two different pages with the same ck64 are both held and come back as they were" {
+  start_store
+  # ck64 adds lane words with weights 3^k: +3<<32 in word 16 (block 1) and
+  # +1<<32 in word 0 (block 0) give the same sums, so these pages collide.
+  only_std setsid python3 -c '
+import mmap, os, struct, sys, time
+m = mmap.mmap(-1, 8192)
+m[128:136] = struct.pack("<Q", 3 << 32)
+m[4096:4104] = struct.pack("<Q", 1 << 32)
+sys.stdout.write("READY %d\n" % os.getpid()); sys.stdout.flush()
+time.sleep(600)
+' > "$T/py.out" 2>&1 &
+  PIDS+=($!)
+  wait_line "$T/py.out" '^READY' 20
+  pypid=$(awk '/^READY/ {print $2}' "$T/py.out")
+  ck-memread -t "$pypid" > "$T/m.ck"
+  ck-store put --name c < "$T/m.ck"
+  ck-store get --name c | cmp - "$T/m.ck"
 }
 
 @test "uids are kept apart: each sees only its own images, no page is shared between them, others are refused" {

@@ -312,8 +312,21 @@ time.sleep(600)
   proc_state "$WPID" > "$T/after"
   diff -u "$T/before" "$T/after"
   check_wl counter "$WPID"
-  # the image is still there for another restore
+  gone "$WPID"
+  # the image is still there for another restore: into a pid namespace,
+  # where the tree has its dumped pid
   [ "$(nimages)" = 1 ]
+  : > "$T/counter.out"
+  run ck-restore --from t1 --pidns -d --pidfile "$T/pid2"
+  assert_success
+  o=$(cat "$T/pid2")
+  PIDS+=("$(awk '{print $4}' /proc/"$o"/stat)" "$o")
+  [ "$(awk '/^NSpid:/ {print $NF}' /proc/"$o"/status)" = "$WPID" ]
+  # it writes its verdict at its dumped offset of the emptied file
+  kill -USR2 "$o"
+  for ((i = 0; i < 300; i++)); do grep -aEq '^(PASS|FAIL)' "$T/counter.out" && break; sleep 0.05; done
+  run grep -aoE '(PASS|FAIL.*)$' "$T/counter.out"
+  assert_output PASS
 }
 
 @test "a 3-process tree with a shared region through the service: get --name piped into ck-restore" {

@@ -6,11 +6,13 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "error.h"
@@ -167,7 +169,8 @@ ScopedFd store_connect(const std::string& path, bool start) {
   return s;
 }
 
-pb::StoreReply store_client_put(const std::string& path, const std::string& name, bool force, int in_fd) {
+pb::StoreReply store_client_put(const std::string& path, const std::string& name, bool force, int in_fd,
+                                int compress) {
   if (!name.empty()) check_store_name(name);
   ScopedFd s = store_connect(path, true);
   pb::StoreRequest req;
@@ -176,17 +179,13 @@ pb::StoreReply store_client_put(const std::string& path, const std::string& name
   req.set_force(force);
   pb::StoreReply rep;
   bool open = send_store_msg(s.get(), req);
-  // The stream goes on as it comes; the service reads and checks it.  If it
-  // stops reading (a refusal), the reply says why.
-  std::vector<char> buf(1 << 20);
-  while (open) {
-    ssize_t n = ::read(in_fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_errno("unable to read stdin");  // the service sees the stream cut short and drops it
-    if (n == 0) break;
+  // The stream goes on as it comes (zstd-compressed with compress); the
+  // service reads and checks it.  If it stops reading (a refusal), the
+  // reply says why.
+  auto send_all = [&](const char* p, size_t n) {
     size_t off = 0;
-    while (off < static_cast<size_t>(n)) {
-      ssize_t w = ::send(s.get(), buf.data() + off, static_cast<size_t>(n) - off, MSG_NOSIGNAL);
+    while (open && off < n) {
+      ssize_t w = ::send(s.get(), p + off, n - off, MSG_NOSIGNAL);
       if (w < 0 && errno == EINTR) continue;
       if (w < 0 && (errno == EPIPE || errno == ECONNRESET)) {
         open = false;
@@ -195,7 +194,39 @@ pb::StoreReply store_client_put(const std::string& path, const std::string& name
       if (w < 0) throw_errno("unable to write to the store service at " + quote(path));
       off += static_cast<size_t>(w);
     }
+  };
+  std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> z(nullptr, ZSTD_freeCCtx);
+  std::vector<char> zbuf;
+  if (compress > 0) {
+    z.reset(ZSTD_createCCtx());
+    if (!z) fail("unable to create a zstd compressor");
+    ZSTD_CCtx_setParameter(z.get(), ZSTD_c_compressionLevel, compress);
+    ZSTD_CCtx_setParameter(z.get(), ZSTD_c_checksumFlag, 1);
+    zbuf.resize(ZSTD_CStreamOutSize());
   }
+  auto squeeze = [&](const char* p, size_t n, ZSTD_EndDirective mode) {
+    ZSTD_inBuffer in{p, n, 0};
+    for (;;) {
+      ZSTD_outBuffer out{zbuf.data(), zbuf.size(), 0};
+      size_t left = ZSTD_compressStream2(z.get(), &out, &in, mode);
+      if (ZSTD_isError(left)) fail(std::string("zstd: ") + ZSTD_getErrorName(left));
+      send_all(zbuf.data(), out.pos);
+      if (!open) return;
+      if (mode == ZSTD_e_end ? left == 0 : in.pos == in.size) return;
+    }
+  };
+  std::vector<char> buf(1 << 20);
+  while (open) {
+    ssize_t n = ::read(in_fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("unable to read stdin");  // the service sees the stream cut short and drops it
+    if (n == 0) break;
+    if (z)
+      squeeze(buf.data(), static_cast<size_t>(n), ZSTD_e_continue);
+    else
+      send_all(buf.data(), static_cast<size_t>(n));
+  }
+  if (z && open) squeeze(nullptr, 0, ZSTD_e_end);
   ::shutdown(s.get(), SHUT_WR);
   if (!recv_store_msg(s.get(), &rep))
     fail("the store service at " + quote(path) + " closed the connection without a reply (nothing was stored)");

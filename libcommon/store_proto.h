@@ -2,7 +2,8 @@
 // without -D, ck-restore --from).  Messages are StoreRequest and StoreReply
 // of formats/ck.proto, each sent as a u32 little-endian length and its
 // bytes, on a unix stream socket:
-//   PUT     request, the ck stream, the client shuts its side down; reply
+//   PUT     request, the ck stream (or the stream as one zstd frame, told
+//           by its magic), the client shuts its side down; reply
 //   GET     request; reply; with status 0 the stored stream follows, byte
 //           for byte as it was put, and the service closes
 //   LIST    request; reply (the caller's images)
@@ -45,8 +46,11 @@ ScopedFd store_connect(const std::string& path, bool start = false);
 // with that status and message; a service that closes without a reply is
 // status 1.
 // put: the stream on in_fd into image name (empty: the service picks one),
-// starting a service if none runs.  Returns the reply (its name).
-pb::StoreReply store_client_put(const std::string& path, const std::string& name, bool force, int in_fd);
+// starting a service if none runs; compress > 0: sent as a zstd frame of
+// that level (the service takes a zstd frame wherever a stream goes, by its
+// magic).  Returns the reply (its name).
+pb::StoreReply store_client_put(const std::string& path, const std::string& name, bool force, int in_fd,
+                                int compress = 0);
 // get: the stored stream of name to out_fd.
 void store_client_get(const std::string& path, const std::string& name, int out_fd);
 // The stored stream of name, on a socket positioned at its first byte (for

@@ -10,10 +10,12 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+#include <zstd.h>
 
 #include <cinttypes>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -180,6 +182,74 @@ void Store::release_locked(Image& im) {
   im.pages.clear();
 }
 
+// Whether what follows the request on fd starts as a zstd frame does.
+bool compressed(int fd) {
+  unsigned char m[4];
+  ssize_t n;
+  do n = ::recv(fd, m, sizeof m, MSG_PEEK | MSG_WAITALL);
+  while (n < 0 && errno == EINTR);
+  return n == 4 && m[0] == 0x28 && m[1] == 0xb5 && m[2] == 0x2f && m[3] == 0xfd;
+}
+
+// Decompresses the zstd frame on in into out until in ends.  Returns ""
+// or what was wrong with the compressed data; a reader of out that went
+// away (a refused stream) just ends it.
+std::string unzstd(int in, int out) {
+  std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> z(ZSTD_createDCtx(), ZSTD_freeDCtx);
+  if (!z) return "unable to create a zstd decompressor";
+  std::vector<char> ib(ZSTD_DStreamInSize()), ob(ZSTD_DStreamOutSize());
+  size_t last = 1;
+  bool ended = false;  // a frame ended: only another frame may follow
+  for (;;) {
+    ssize_t n = ::read(in, ib.data(), ib.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return strf("stdin: unable to read the compressed stream: %s", std::strerror(errno));
+    if (n == 0) break;
+    ZSTD_inBuffer zi{ib.data(), static_cast<size_t>(n), 0};
+    while (zi.pos < zi.size) {
+      ZSTD_outBuffer zo{ob.data(), ob.size(), 0};
+      last = ZSTD_decompressStream(z.get(), &zo, &zi);
+      if (ZSTD_isError(last)) return std::string("stdin: the zstd stream is corrupt: ") + ZSTD_getErrorName(last);
+      ended = last == 0;
+      try {
+        write_full(out, ob.data(), zo.pos);
+      } catch (const Error&) {
+        return "";
+      }
+    }
+  }
+  if (!ended) return "stdin: the zstd stream is cut short";
+  return "";
+}
+
+// store_put_checked of the zstd frame on fd: a thread decompresses it into
+// a pipe that the checked reader reads.  A fault in the compressed data is
+// reported as that (status 3), not as the cut stream the reader then sees.
+pb::Header put_unzstd(int fd, const std::function<pb::Header(StreamReader&)>& sink) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) throw_errno("unable to create a pipe");
+  ScopedFd rd(p[0]);
+  int wr = p[1];
+  std::string zerr;
+  std::thread t([&zerr, fd, wr] {
+    ScopedFd w(wr);
+    zerr = unzstd(fd, w.get());
+  });
+  pb::Header h;
+  try {
+    h = store_put_checked(rd.get(), sink);
+  } catch (...) {
+    rd.reset();  // the decompressor's writes fail now, and it ends
+    t.join();
+    if (!zerr.empty()) bad_input(zerr);
+    throw;
+  }
+  rd.reset();
+  t.join();
+  if (!zerr.empty()) bad_input(zerr);
+  return h;
+}
+
 pb::Header Store::receive(StreamReader& r, Image& im) {
   pb::Frame f;
   pb::Header h;
@@ -229,7 +299,8 @@ void Store::put(int fd, uid_t uid, const pb::StoreRequest& req, pb::StoreReply* 
       s->release_locked(*im);
     }
   } undo{this, im.get()};
-  pb::Header h = store_put_checked(fd, [&](StreamReader& r) { return receive(r, *im); });
+  auto sink = [&](StreamReader& r) { return receive(r, *im); };
+  pb::Header h = compressed(fd) ? put_unzstd(fd, sink) : store_put_checked(fd, sink);
   im->header = h;
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);

@@ -151,11 +151,12 @@ int run_store(const StoreOptions& o) {
         if (!o.parent.empty())
           usage_error("--parent with the store service is not supported yet (store pre-dump rounds with -D)");
         if (isatty(0)) usage_error("refusing to read a stream from a terminal (pipe one in)");
-        pb::StoreReply r = store_client_put(store_socket_path(o.socket), o.name, o.force, 0);
+        pb::StoreReply r = store_client_put(store_socket_path(o.socket), o.name, o.force, 0, o.compress ? 1 : 0);
         if (o.name.empty()) print_line(r.name());
         if (r.images_size() && !r.images(0).round().empty()) print_line(r.images(0).round());
         return 0;
       }
+      if (o.compress) usage_error("--compress is for the store service, not for -D DIR");
       if (o.check_only) {
         check_image_dir(o.dir, o.force);
         return 0;

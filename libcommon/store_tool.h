@@ -11,6 +11,7 @@ struct StoreOptions {
   std::string name;         // an image in the store service
   bool force = false;       // put: replace an image already in dir (or of that name)
   bool check_only = false;  // put --check-dir: check dir as put would, read nothing
+  bool compress = false;    // put: zstd on the wire to the service
   std::string socket;       // the service's socket (empty: $CK_STORE_SOCKET, then the default)
   int ready_fd = -1;        // serve: say "PID\n" here once listening
   std::string max_memory;   // serve: "512M", "4G", bytes (empty: no cap)

@@ -244,6 +244,36 @@ time.sleep(600)
   ck-store get --name c | cmp - "$T/m.ck"
 }
 
+@test "put --compress: zstd on the wire, the stream back as it was put; bad or cut zstd data is refused whole" {
+  start_store
+  start_wl zeros 16
+  ck-memread -t "$WPID" > "$T/z.ck"
+  ck-store put --compress --name z < "$T/z.ck"
+  ck-store get --name z | cmp - "$T/z.ck"
+  h=$(held)
+  # the service tells a zstd frame by its magic, whoever compressed it
+  zstd -q -c "$T/z.ck" > "$T/z.zst"
+  [ "$(stat -c %s "$T/z.zst")" -lt $(($(stat -c %s "$T/z.ck") / 4)) ]
+  ck-store put --name z2 < "$T/z.zst"
+  ck-store get --name z2 | cmp - "$T/z.ck"
+  [ "$(held)" = "$h" ]
+  size=$(stat -c %s "$T/z.zst")
+  head -c $((size / 2)) "$T/z.zst" > "$T/cut.zst"
+  run ck-store put --name bad < "$T/cut.zst"
+  assert_failure 3
+  assert_output "ck-store: stdin: the zstd stream is cut short"
+  python3 -c 'import sys; d = bytearray(open(sys.argv[1], "rb").read()); d[len(d) // 2] ^= 0x40; sys.stdout.buffer.write(d)' \
+    "$T/z.zst" > "$T/flip.zst"
+  run ck-store put --name bad < "$T/flip.zst"
+  assert_failure 3
+  assert_output --partial "ck-store: stdin: "
+  [ "$(nimages)" = 2 ]
+  [ "$(held)" = "$h" ]
+  run ck-store put --compress -D "$T/img" < "$T/z.ck"
+  assert_failure 2
+  check_wl zeros "$WPID"
+}
+
 @test "uids are kept apart: each sees only its own images, no page is shared between them, others are refused" {
   chmod 711 "$T"
   mkdir "$T/nob"

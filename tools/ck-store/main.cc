@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
                   "without -D: the image's name in the store service (default: one it picks, printed on stdout); "
                   "a service is started if none runs");
   put->add_option("--socket", o.socket, sock_help);
+  put->add_flag("-z,--compress", o.compress, "without -D: send the stream to the service zstd-compressed (level 1)");
   auto* get = app.add_subcommand("get", "write the stream stored in DIR (or the service's image NAME) to stdout");
   get->add_option("-D,--dir", o.dir, "image directory");
   get->add_option("--name", o.name, "an image of the store service");

@@ -68,6 +68,7 @@ pid_t start_service(const std::string& path) {
     ::setsid();
     pid_t g = ::fork();
     if (g != 0) ::_exit(g < 0 ? 1 : 0);
+    if (::chdir("/") != 0) ::_exit(127);  // it must not keep the caller's directory busy
     int nul = ::open("/dev/null", O_RDWR);
     if (nul < 0 || ::dup2(nul, 0) < 0 || ::dup2(nul, 1) < 0 || ::dup2(nul, 2) < 0 || ::dup2(wr.get(), 3) < 0)
       ::_exit(127);

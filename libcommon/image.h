@@ -44,6 +44,7 @@
 // when next() returns its first part.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -77,6 +78,10 @@ constexpr char kParentFile[] = "parent";
 // would refuse fails (status 1, naming what) and stores nothing.  Returns
 // the stream's header, as stream_to_image.
 pb::Header store_put(int in_fd, const std::string& dir, bool replace = false, const std::string& parent = "");
+// The same check in front of any sink (the store service's, store_service.cc):
+// sink reads the stream from the reader, which has the restorability check
+// set as its inspector (frames it refuses throw out of next()).
+pb::Header store_put_checked(int in_fd, const std::function<pb::Header(StreamReader&)>& sink);
 // Fails as put would on dir (it holds an image and !replace, it is no
 // directory, it cannot be written or created), reading nothing: a
 // pipeline checks first, before it freezes anything.

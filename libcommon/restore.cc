@@ -50,6 +50,7 @@
 #include "stream.h"
 #include "page_source.h"
 #include "restorable.h"
+#include "store_proto.h"
 #include "restore_impl.h"
 #include "tty.h"
 
@@ -523,7 +524,7 @@ static void inherit_fds(const RestoreOptions& o, RestoreEnv* env, FileRestorer* 
       usage_error("--inherit-fd '" + spec + "' is not NAME=FD (e.g. 'pipe:[1234]=0')");
     if (::fcntl(static_cast<int>(fd), F_GETFD) < 0)
       usage_error(strf("--inherit-fd '%s': fd %ld of ck-restore is not open", spec.c_str(), fd));
-    if (fd == 0 && o.dir.empty()) usage_error("--inherit-fd '" + spec + "': fd 0 carries the stream (use -D DIR)");
+    if (fd == 0 && o.dir.empty() && o.from.empty()) usage_error("--inherit-fd '" + spec + "': fd 0 carries the stream (use -D DIR)");
     const std::string name = spec.substr(0, eq);
     if (!env->inherited.insert(name).second) usage_error("--inherit-fd: '" + name + "' given twice");
     files->inherit(name, static_cast<int>(fd));
@@ -602,11 +603,19 @@ static void start_uffd_server(Restorer& R, std::vector<std::unique_ptr<TaskBuild
 
 int restore_tree(const RestoreOptions& o) {
   if (o.lazy && o.dir.empty()) usage_error("--lazy needs -D DIR (ck-uffd-serve reads the pages from it)");
+  if (!o.from.empty() && !o.dir.empty()) usage_error("-D DIR and --from NAME name two different images: give one");
+  if (!o.socket.empty() && o.from.empty()) usage_error("--socket is for --from NAME (the store service)");
+  if (o.lazy && !o.from.empty()) usage_error("--lazy needs -D DIR (ck-uffd-serve reads the pages from it), not --from");
   std::unique_ptr<Source> src;
-  if (o.dir.empty())
+  ScopedFd store;  // --from: the stream of the image, from the store service
+  if (!o.from.empty()) {
+    store = store_client_open(store_socket_path(o.socket), o.from);
+    src = std::make_unique<StreamSource>(store.get());
+  } else if (o.dir.empty()) {
     src = std::make_unique<StreamSource>(0);
-  else
+  } else {
     src = std::make_unique<ImageSource>(o.dir);
+  }
   if (!o.netns.empty()) {  // the tree, its sockets and the locks to lift live there
     ScopedFd ns(::open(o.netns.c_str(), O_RDONLY | O_CLOEXEC));
     if (!ns.valid()) throw_errno("unable to open '" + o.netns + "'");

@@ -6,7 +6,9 @@
 namespace ck {
 
 struct RestoreOptions {
-  std::string dir;        // image set; empty: a stream on stdin
+  std::string dir;        // image set; empty: a stream on stdin (or --from)
+  std::string from;       // --from NAME: the image NAME of the store service
+  std::string socket;     // --socket: the store service's (store_socket_path)
   bool detach = false;    // -d: do not wait for the root task
   std::string pidfile;
   bool shell_job = false;

@@ -86,14 +86,29 @@ print(hex(h))')
   ck-store get -D "$T/img" | cmp - "$T/s.ck"
 }
 
-@test "not supported yet: --name, no -D; --parent that is no image" {
+@test "--name or no -D: the store service (started for put when none runs); --parent that is no image" {
   "$MK" "$T/s.ck" 2>/dev/null
   run ck-store put --parent "$T/prev" -D "$T/img" < "$T/s.ck"
   assert_failure 3
   assert_output --partial "parent image '$T/prev'"
-  run ck-store put --name web1 < "$T/s.ck"
-  assert_failure 2
+  [ ! -e "$T/img" ]
+  export CK_STORE_SOCKET=$T/store.sock
+  # get, ls, rm never start a service
+  run ck-store get --name web1
+  assert_failure 1
+  assert_output "ck-store: no store service at '$T/store.sock' (ck-store serve starts one)"
+  [ ! -e "$T/store.sock" ]
+  ck-store put --name web1 < "$T/s.ck" 2> "$T/err"
+  spid=$(sed -n 's/^ck-store: started the store service at .* (pid \([0-9]*\))$/\1/p' "$T/err")
+  [ -n "$spid" ]
+  PIDS+=("$spid")
+  ck-store get --name web1 | cmp - "$T/s.ck"
   run ck-store put < "$T/s.ck"
+  assert_success
+  assert_output "img-100"
+  run ck-store put --name web2 -D "$T/img" < "$T/s.ck"
+  assert_failure 2
+  run ck-store put --parent "$T/img" < "$T/s.ck"
   assert_failure 2
   [ ! -e "$T/img" ]
 }

@@ -8,6 +8,8 @@ int main(int argc, char** argv) {
   ck::RestoreOptions o;
   ck::add_common_options(app, common);
   app.add_option("-D,--images-dir", o.dir, "image set to restore (default: a stream on stdin)");
+  app.add_option("--from", o.from, "restore image NAME of the store service (ck-store serve)");
+  app.add_option("--socket", o.socket, "with --from: the store service's socket (default: $CK_STORE_SOCKET, then /run/ck/store.sock)");
   app.add_flag("-d,--detach", o.detach, "do not wait for the root task; exit 0 once it runs");
   app.add_flag("--pidns", o.pidns, "restore into a new pid namespace, where the tasks have their dumped pids");
   app.add_flag("--shell-job", o.shell_job,

@@ -6,6 +6,7 @@
 // %u %x %s %p with no flags, width or precision) take a hand-written fast
 // path that gives the same bytes.  Runs on the flusher thread, in flush(), or
 // in a fatal-signal handler: no allocation, no locks.
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstddef>
@@ -99,6 +100,13 @@ size_t decode_message(const RecHead* rec, char* out, size_t cap) {
   if (cap == 0) return 0;
   Out o{out, out + cap - 1};
   Args a{reinterpret_cast<const char*>(rec) + sizeof(RecHead), reinterpret_cast<const char*>(rec) + rec->size};
+  // A width or precision taken from an argument ('*') is cut to what can
+  // show in `out`: past cap - 1 plus the longest a conversion's own text can
+  // be (a %s string is at most kMaxStr), the visible text is the same, and
+  // snprintf would otherwise pad for up to 2^31 bytes (seconds of work in a
+  // flusher or a crash handler; a record a wild store or a half-written
+  // crash left holds any value; found by tests/fuzz/log_decode_fuzz.cc).
+  const int64_t pad_max = static_cast<int64_t>(std::min<size_t>(cap, 1u << 24)) + int64_t(kMaxStr) + 64;
   const char* f = rec->fmt;
   while (*f) {
     if (*f != '%') {
@@ -127,7 +135,9 @@ size_t decode_message(const RecHead* rec, char* out, size_t cap) {
     if (alt) plain = false;          // only %#x / %#X take the fast path
     if (*f == '*') {
       ++f;
-      k += std::snprintf(spec + k, sizeof spec - k, "%d", static_cast<int>(a.u64()));
+      int64_t w = static_cast<int>(a.u64());
+      w = std::max<int64_t>(-pad_max, std::min<int64_t>(pad_max, w));
+      k += std::snprintf(spec + k, sizeof spec - k, "%d", static_cast<int>(w));
       plain = false;
     } else {
       while (is_digit(*f) && k < 30) {
@@ -140,7 +150,7 @@ size_t decode_message(const RecHead* rec, char* out, size_t cap) {
       plain = false;
       if (*f == '*') {
         ++f;
-        int pr = static_cast<int>(a.u64());
+        int pr = static_cast<int>(std::min<int64_t>(pad_max, static_cast<int>(a.u64())));
         if (pr >= 0) k += std::snprintf(spec + k, sizeof spec - k, ".%d", pr);
       } else {
         spec[k++] = '.';

@@ -172,6 +172,32 @@ TEST(decode_matches_snprintf) {
   CHECK(same_count > 40);
 }
 
+// Found by tests/fuzz/log_decode_fuzz.cc: a width or precision from an
+// argument near INT_MAX made snprintf pad for 2 GiB (seconds; the fuzzer's
+// timeout).  The decoder cuts it to what the output can show: the same
+// visible text, in bounded time.
+TEST(huge_star_width_is_bounded_and_shows_the_same_text) {
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  std::string r = CK_LOG_RENDER("%*d|", INT_MAX, 5);
+  std::string l = CK_LOG_RENDER("%-*d|", INT_MAX, 5);
+  std::string n = CK_LOG_RENDER("%*d|", INT_MIN, 5);  // negative: left-justified
+  std::string p = CK_LOG_RENDER("%.*d|", INT_MAX, 5);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double s = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+  // snprintf's own text cut where the renderer cuts (kMaxStr + 4096 - 1)
+  const size_t cut = ck::log::detail::kMaxStr + 4096 - 1;
+  CHECK_EQ(r.size(), cut);
+  CHECK(r.find_first_not_of(' ') == std::string::npos);
+  CHECK_EQ(l.size(), cut);
+  CHECK(l[0] == '5' && l.find_first_not_of(' ', 1) == std::string::npos);
+  CHECK_EQ(n.size(), cut);
+  CHECK(n[0] == '5');
+  CHECK_EQ(p.size(), cut);
+  CHECK(p.find_first_not_of('0') == std::string::npos);
+  CHECK(s < 1.0);  // 2 GiB of padding each took seconds
+}
+
 TEST(format_info_at_compile_time) {
   using ck::log::detail::parse_fmt;
   constexpr auto a = parse_fmt("%d %s %.*s %p %%");

@@ -198,6 +198,36 @@ TEST(huge_star_width_is_bounded_and_shows_the_same_text) {
   CHECK(s < 1.0);  // 2 GiB of padding each took seconds
 }
 
+// Found by tests/fuzz/log_decode_fuzz.cc: a %s slot whose length runs past
+// the record made the decoder copy that many bytes out of a 1-byte "".
+// Such a string (and one without its NUL) now decodes as "", and the slots
+// after it as 0.
+TEST(a_string_slot_longer_than_its_record_decodes_as_empty) {
+  using ck::log::detail::RecHead;
+  alignas(8) char buf[sizeof(RecHead) + 32] = {};
+  RecHead* h = reinterpret_cast<RecHead*>(buf);
+  h->fmt = "<%s|%d>";
+  h->size = sizeof buf;
+  uint64_t len = 265;  // the record holds 24 bytes after this slot
+  std::memcpy(buf + sizeof(RecHead), &len, 8);
+  std::memcpy(buf + sizeof(RecHead) + 8, "abcdefgh", 8);
+  char out[512];
+  size_t n = ck::log::detail::decode_message(h, out, sizeof out);
+  CHECK_EQ(std::string(out, n), std::string("<|0>"));
+  len = 8;  // fits, but no NUL after its 8 bytes
+  std::memcpy(buf + sizeof(RecHead), &len, 8);
+  std::memset(buf + sizeof(RecHead) + 8, 'z', 24);
+  n = ck::log::detail::decode_message(h, out, sizeof out);
+  CHECK_EQ(std::string(out, n), std::string("<|0>"));
+  len = 3;  // a good one still decodes
+  std::memcpy(buf + sizeof(RecHead), &len, 8);
+  std::memcpy(buf + sizeof(RecHead) + 8, "abc\0\0\0\0\0", 8);
+  int64_t v = 7;
+  std::memcpy(buf + sizeof(RecHead) + 16, &v, 8);
+  n = ck::log::detail::decode_message(h, out, sizeof out);
+  CHECK_EQ(std::string(out, n), std::string("<abc|7>"));
+}
+
 TEST(format_info_at_compile_time) {
   using ck::log::detail::parse_fmt;
   constexpr auto a = parse_fmt("%d %s %.*s %p %%");

@@ -4,6 +4,7 @@
 #   make bench      benchmarks, one line per figure: "bench: NAME = VALUE UNIT"
 #   make demo       dump and restore a sample process
 #   make fuzz       run the libFuzzer targets for a bounded time
+#   make faults     the whole fault matrix (tests/faults/run; make check runs a slice)
 #   make install PREFIX=/usr/local DESTDIR=
 #   make check SANITIZE=address,undefined   the same, tools and tests built with
 #                   sanitizers (any -fsanitize= list; thread for the threaded parts)
@@ -34,7 +35,7 @@ UNIT      := $(patsubst tests/unit/%.cc,$(B)/unit/%,$(wildcard tests/unit/*.cc))
 BENCH     := $(patsubst tests/bench/%.cc,$(B)/bench/%,$(wildcard tests/bench/*.cc))
 PIPELINES := $(wildcard pipelines/ck-*)
 
-.PHONY: all deps check units bench demo fuzz install clean readme-kinds FORCE
+.PHONY: all deps check units bench demo fuzz faults install clean readme-kinds FORCE
 .SECONDARY:
 MAKEFLAGS += -j$(shell nproc)
 all: deps $(B)/.built
@@ -46,7 +47,7 @@ $(B)/.flags: FORCE
 	@echo '$(CXX) $(ALLCXX) $(LDLIBS)' | cmp -s - $@ || echo '$(CXX) $(ALLCXX) $(LDLIBS)' > $@
 FORCE:
 
-$(B)/.built: $(TOOL_BIN) $(WORKLOADS) $(UNIT) $(BENCH)
+$(B)/.built: $(TOOL_BIN) $(WORKLOADS) $(UNIT) $(BENCH) $(B)/faults/failmalloc.so
 	@touch $@
 
 # Install what the build and the tests need, if missing (Debian, as root).
@@ -108,6 +109,12 @@ $(B)/workloads/%: tests/workloads/%.c tests/workloads/wl.h | deps
 	@mkdir -p $(B)/workloads
 	$(CC) $(CFLAGS) -Wall -Wextra -Werror -o $@ $< -lpthread -lrt
 
+# The fault matrix's allocation-failure shim (LD_PRELOAD), never sanitized:
+# it stands in for the allocator the sanitizers replace.
+$(B)/faults/failmalloc.so: tests/faults/failmalloc.c | deps
+	@mkdir -p $(B)/faults
+	$(CC) -O2 -g -Wall -Wextra -Werror -fPIC -shared -o $@ $<
+
 $(B)/unit/%: tests/unit/%.cc $(B)/libck.a $(B)/.flags | deps
 	@mkdir -p $(B)/unit
 	$(CXX) $(ALLCXX) -o $@ $< $(B)/libck.a $(LDLIBS)
@@ -137,6 +144,9 @@ readme-kinds: all
 	@$(B)/bin/ck-crit kinds --markdown > $(B)/kinds.md
 	@awk -v f=$(B)/kinds.md '/^<!-- kinds: /{print; while ((getline l < f) > 0) print l; skip = 1; next} \
 	  /^<!-- end of kinds -->/{skip = 0} !skip' README.md > $(B)/README.md && mv $(B)/README.md README.md
+
+faults: all
+	@tests/faults/run
 
 fuzz: deps $(B)/gen/ck.pb.h
 	@tests/fuzz/run

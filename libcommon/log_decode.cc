@@ -6,6 +6,7 @@
 // %u %x %s %p with no flags, width or precision) take a hand-written fast
 // path that gives the same bytes.  Runs on the flusher thread, in flush(), or
 // in a fatal-signal handler: no allocation, no locks.
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstddef>
@@ -47,32 +48,46 @@ struct Out {
 struct Args {
   const char* p;
   const char* end;
+  // A slot of `slot` bytes into v, or zeros past the end (p stays inside).
+  void take(void* v, size_t len, size_t slot) {
+    if (static_cast<size_t>(end - p) >= slot) {
+      std::memcpy(v, p, len);
+      p += slot;
+    } else {
+      p = end;
+    }
+  }
   uint64_t u64() {
     uint64_t v = 0;
-    if (p + 8 <= end) std::memcpy(&v, p, 8);
-    p += 8;
+    take(&v, 8, 8);
     return v;
   }
   double dbl() {
     double d = 0;
-    if (p + 8 <= end) std::memcpy(&d, p, 8);
-    p += 8;
+    take(&d, 8, 8);
     return d;
   }
   long double ldbl() {
     long double d = 0;
-    if (p + 16 <= end) std::memcpy(&d, p, sizeof d);
-    p += 16;
+    take(&d, sizeof d, 16);
     return d;
   }
-  // nullptr for a NULL string
+  // nullptr for a NULL string.  A length that does not fit in the record,
+  // or a string without its NUL, gives "" (a record a crash left half
+  // written, or a wild store: found by tests/fuzz/log_decode_fuzz.cc, which
+  // read 265 bytes from a 1-byte "" before), and every later slot reads 0.
   const char* str(uint64_t* len) {
     uint64_t n = u64();
-    *len = n;
+    *len = 0;
     if (n == kNullStr) return nullptr;
     const char* s = p;
-    p += round8(n + 1);
-    if (p > end) return "";
+    size_t room = p < end ? static_cast<size_t>(end - p) : 0;
+    if (n >= room || s[n] != '\0') {
+      p = end;
+      return "";
+    }
+    *len = n;
+    p += std::min<size_t>(round8(n + 1), room);
     return s;
   }
 };
@@ -98,7 +113,15 @@ bool plain_width_or_prec(const char* spec) {
 size_t decode_message(const RecHead* rec, char* out, size_t cap) {
   if (cap == 0) return 0;
   Out o{out, out + cap - 1};
-  Args a{reinterpret_cast<const char*>(rec) + sizeof(RecHead), reinterpret_cast<const char*>(rec) + rec->size};
+  const char* body = reinterpret_cast<const char*>(rec) + sizeof(RecHead);
+  Args a{body, rec->size > sizeof(RecHead) ? reinterpret_cast<const char*>(rec) + rec->size : body};
+  // A width or precision taken from an argument ('*') is cut to what can
+  // show in `out`: past cap - 1 plus the longest a conversion's own text can
+  // be (a %s string is at most kMaxStr), the visible text is the same, and
+  // snprintf would otherwise pad for up to 2^31 bytes (seconds of work in a
+  // flusher or a crash handler; a record a wild store or a half-written
+  // crash left holds any value; found by tests/fuzz/log_decode_fuzz.cc).
+  const int64_t pad_max = static_cast<int64_t>(std::min<size_t>(cap, 1u << 24)) + int64_t(kMaxStr) + 64;
   const char* f = rec->fmt;
   while (*f) {
     if (*f != '%') {
@@ -127,7 +150,9 @@ size_t decode_message(const RecHead* rec, char* out, size_t cap) {
     if (alt) plain = false;          // only %#x / %#X take the fast path
     if (*f == '*') {
       ++f;
-      k += std::snprintf(spec + k, sizeof spec - k, "%d", static_cast<int>(a.u64()));
+      int64_t w = static_cast<int>(a.u64());
+      w = std::max<int64_t>(-pad_max, std::min<int64_t>(pad_max, w));
+      k += std::snprintf(spec + k, sizeof spec - k, "%d", static_cast<int>(w));
       plain = false;
     } else {
       while (is_digit(*f) && k < 30) {
@@ -140,7 +165,7 @@ size_t decode_message(const RecHead* rec, char* out, size_t cap) {
       plain = false;
       if (*f == '*') {
         ++f;
-        int pr = static_cast<int>(a.u64());
+        int pr = static_cast<int>(std::min<int64_t>(pad_max, static_cast<int>(a.u64())));
         if (pr >= 0) k += std::snprintf(spec + k, sizeof spec - k, ".%d", pr);
       } else {
         spec[k++] = '.';

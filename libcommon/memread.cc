@@ -876,6 +876,7 @@ int run_memread(const MemreadOptions& o, int in_fd, int out_fd) {
     m.use_tracer(tracer.get());
   }
   m.dump(pids);
+  if (tracer) tracer->check_alive();
   w.finish();
   if (rd) {
     rd->written();

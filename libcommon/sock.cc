@@ -484,6 +484,10 @@ void restore_sock_opts(int fd, const pb::SockOpts& o, const std::string& who, bo
 
 UndoLog::UndoLog(std::unique_ptr<TracerClient> tracer) : tracer_(std::move(tracer)) {}
 
+void UndoLog::check_tracer() const {
+  if (tracer_) tracer_->check_alive();
+}
+
 UndoLog::~UndoLog() {
   for (size_t i = local_.size(); i-- > 0;) {
     try {

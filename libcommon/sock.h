@@ -84,6 +84,7 @@ class UndoLog {
   UndoLog& operator=(const UndoLog&) = delete;
 
   bool remote() const { return tracer_ != nullptr; }
+  void check_tracer() const;  // see TracerClient::check_alive
   // Registers the records; recs[i] needs fds[i] (first: its fd, second: its
   // fd2; -1: none).  Returns their ids, in order.
   std::vector<uint64_t> add(std::vector<pb::Undo> recs, const std::vector<std::pair<int, int>>& fds);

@@ -259,6 +259,7 @@ int run_sockdump(const SockdumpOptions& o, int in_fd, int out_fd) {
     return true;
   });
   if (!done) d.run(w);
+  undo.check_tracer();
   w.finish();
   return 0;
 }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -381,10 +382,27 @@ std::unique_ptr<TracerClient> TracerClient::from_env() {
   try {
     send_msg(static_cast<int>(fd), "connect", 8, {theirs.get()});
   } catch (const Error& err) {
+    // A socket that no longer takes a connection is ck-freeze's, and
+    // ck-freeze is gone (killed): the tree is not frozen any more, and a
+    // stage that went on without it would store a torn image of a tree
+    // that runs on.  Anything else is not a tracer at all.
+    struct stat st;
+    if (::fstat(static_cast<int>(fd), &st) == 0 && S_ISSOCK(st.st_mode))
+      fail(strf("the tracer (ck-freeze, %s=%ld) is gone, so the tree is no longer frozen: %s", kTracerEnv, fd,
+                err.what()));
     LOG_DEBUG("no tracer at fd %ld: %s", fd, err.what());
     return nullptr;
   }
   return std::make_unique<TracerClient>(mine.extract());
+}
+
+void TracerClient::check_alive() const {
+  struct pollfd p = {conn_.get(), POLLIN, 0};
+  int n;
+  while ((n = ::poll(&p, 1, 0)) < 0 && errno == EINTR) {
+  }
+  if (n > 0 && (p.revents & (POLLHUP | POLLERR)))
+    fail("the tracer (ck-freeze) is gone, so the tree is no longer frozen: this dump is not of one instant");
 }
 
 TracerMsg TracerClient::reply(std::vector<ScopedFd>* fds_out) {

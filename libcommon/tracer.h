@@ -129,6 +129,10 @@ class TracerClient {
   int fd() const { return conn_.get(); }
   long finish_run();
   void close(pid_t pid);
+  // Throws unless the tracer still holds the connection: a stage calls it
+  // before its trailer, so that what it read is known to come from a tree
+  // that stayed frozen (ck-freeze killed midway lets the tree run on).
+  void check_alive() const;
   // ROUND: round gen of root's tree, whose state directory is dir_fd.
   void hold_round(pid_t root, int dir_fd, uint32_t gen);
 

@@ -172,6 +172,62 @@ TEST(decode_matches_snprintf) {
   CHECK(same_count > 40);
 }
 
+// Found by tests/fuzz/log_decode_fuzz.cc: a width or precision from an
+// argument near INT_MAX made snprintf pad for 2 GiB (seconds; the fuzzer's
+// timeout).  The decoder cuts it to what the output can show: the same
+// visible text, in bounded time.
+TEST(huge_star_width_is_bounded_and_shows_the_same_text) {
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  std::string r = CK_LOG_RENDER("%*d|", INT_MAX, 5);
+  std::string l = CK_LOG_RENDER("%-*d|", INT_MAX, 5);
+  std::string n = CK_LOG_RENDER("%*d|", INT_MIN, 5);  // negative: left-justified
+  std::string p = CK_LOG_RENDER("%.*d|", INT_MAX, 5);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double s = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+  // snprintf's own text cut where the renderer cuts (kMaxStr + 4096 - 1)
+  const size_t cut = ck::log::detail::kMaxStr + 4096 - 1;
+  CHECK_EQ(r.size(), cut);
+  CHECK(r.find_first_not_of(' ') == std::string::npos);
+  CHECK_EQ(l.size(), cut);
+  CHECK(l[0] == '5' && l.find_first_not_of(' ', 1) == std::string::npos);
+  CHECK_EQ(n.size(), cut);
+  CHECK(n[0] == '5');
+  CHECK_EQ(p.size(), cut);
+  CHECK(p.find_first_not_of('0') == std::string::npos);
+  CHECK(s < 1.0);  // 2 GiB of padding each took seconds
+}
+
+// Found by tests/fuzz/log_decode_fuzz.cc: a %s slot whose length runs past
+// the record made the decoder copy that many bytes out of a 1-byte "".
+// Such a string (and one without its NUL) now decodes as "", and the slots
+// after it as 0.
+TEST(a_string_slot_longer_than_its_record_decodes_as_empty) {
+  using ck::log::detail::RecHead;
+  alignas(8) char buf[sizeof(RecHead) + 32] = {};
+  RecHead* h = reinterpret_cast<RecHead*>(buf);
+  h->fmt = "<%s|%d>";
+  h->size = sizeof buf;
+  uint64_t len = 265;  // the record holds 24 bytes after this slot
+  std::memcpy(buf + sizeof(RecHead), &len, 8);
+  std::memcpy(buf + sizeof(RecHead) + 8, "abcdefgh", 8);
+  char out[512];
+  size_t n = ck::log::detail::decode_message(h, out, sizeof out);
+  CHECK_EQ(std::string(out, n), std::string("<|0>"));
+  len = 8;  // fits, but no NUL after its 8 bytes
+  std::memcpy(buf + sizeof(RecHead), &len, 8);
+  std::memset(buf + sizeof(RecHead) + 8, 'z', 24);
+  n = ck::log::detail::decode_message(h, out, sizeof out);
+  CHECK_EQ(std::string(out, n), std::string("<|0>"));
+  len = 3;  // a good one still decodes
+  std::memcpy(buf + sizeof(RecHead), &len, 8);
+  std::memcpy(buf + sizeof(RecHead) + 8, "abc\0\0\0\0\0", 8);
+  int64_t v = 7;
+  std::memcpy(buf + sizeof(RecHead) + 16, &v, 8);
+  n = ck::log::detail::decode_message(h, out, sizeof out);
+  CHECK_EQ(std::string(out, n), std::string("<abc|7>"));
+}
+
 TEST(format_info_at_compile_time) {
   using ck::log::detail::parse_fmt;
   constexpr auto a = parse_fmt("%d %s %.*s %p %%");

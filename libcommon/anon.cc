@@ -419,20 +419,6 @@ class Anonymizer {
   AnonMap& m_;
 };
 
-// A stream on an fd, as a crit::Source (crit's own reads fd 0).
-class FdSource : public crit::Source {
- public:
-  explicit FdSource(int fd) : r_(fd) {}
-  bool next(pb::Frame* f) override { return r_.next(f); }
-  const std::string& raw() const override { return r_.raw(); }
-  uint64_t payload_left() const override { return r_.payload_left(); }
-  void read_payload(void* dst, size_t len) override { r_.read_payload(dst, len); }
-  const pb::Trailer& trailer() const override { return r_.trailer(); }
-
- private:
-  StreamReader r_;
-};
-
 // Non-printable bytes of an original as \xHH (names may hold anything).
 std::string escape(const std::string& s) {
   std::string r;
@@ -577,7 +563,7 @@ int run_anon(const AnonOptions& o, int in_fd, int out_fd) {
   std::unique_ptr<crit::Source> src;
   if (o.dir.empty()) {
     if (::isatty(in_fd)) usage_error("no stream on stdin and no -D DIR (see ck-anon --help)");
-    src = std::make_unique<FdSource>(in_fd);
+    src = crit::stream_source(in_fd);
   } else {
     src = crit::open_source(o.dir);
   }

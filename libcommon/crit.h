@@ -33,6 +33,11 @@ class Source {
 };
 // dir empty or "-": the stream on stdin (refused on a terminal).
 std::unique_ptr<Source> open_source(const std::string& dir);
+// The stream on fd (named so in messages).
+std::unique_ptr<Source> stream_source(int fd, const std::string& name = "stdin");
+
+// "rw-p" as /proc/PID/maps writes it.
+std::string prot_str(uint32_t prot, uint32_t flags);
 
 std::string base64(const void* p, size_t n);
 // Strict: padding, alphabet, length; false on bad input.

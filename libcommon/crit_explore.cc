@@ -33,15 +33,6 @@ void check_pids(const Model& m, const Filter& f) {
     if (!m.task(p)) ck::fail(strf("pid %u is not in the image", p));
 }
 
-std::string prot_str(uint32_t prot, uint32_t flags) {
-  std::string s = "---p";
-  if (prot & PROT_READ) s[0] = 'r';
-  if (prot & PROT_WRITE) s[1] = 'w';
-  if (prot & PROT_EXEC) s[2] = 'x';
-  if (flags & MAP_SHARED) s[3] = 's';
-  return s;
-}
-
 // ---- ps ---------------------------------------------------------------------
 
 int ps(const Model& m, const Filter& f) {

@@ -44,7 +44,7 @@ namespace {
 
 class StreamSource : public Source {
  public:
-  StreamSource() : r_(0, "stdin") {}
+  StreamSource(int fd, const std::string& name) : r_(fd, name) {}
   bool next(pb::Frame* f) override { return r_.next(f); }
   const std::string& raw() const override { return r_.raw(); }
   uint64_t payload_left() const override { return r_.payload_left(); }
@@ -116,8 +116,10 @@ std::string serialize(const pb::Frame& f) {
 std::unique_ptr<Source> open_source(const std::string& dir) {
   if (!dir.empty() && dir != "-") return std::make_unique<ImageSource>(dir);
   if (isatty(0)) ck::usage_error("refusing to read a stream from a terminal (pipe one in, or use -D DIR)");
-  return std::make_unique<StreamSource>();
+  return stream_source(0);
 }
+
+std::unique_ptr<Source> stream_source(int fd, const std::string& name) { return std::make_unique<StreamSource>(fd, name); }
 
 // ---- decode ---------------------------------------------------------------
 

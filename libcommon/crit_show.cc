@@ -48,15 +48,6 @@ std::string anon_mark(const pb::Header& h) {
               a.ports() ? "mapped" : "kept", a.keyed() ? "a given" : "a random");
 }
 
-std::string prot_str(uint32_t prot, uint32_t flags) {
-  std::string s = "---p";
-  if (prot & PROT_READ) s[0] = 'r';
-  if (prot & PROT_WRITE) s[1] = 'w';
-  if (prot & PROT_EXEC) s[2] = 'x';
-  if (flags & MAP_SHARED) s[3] = 's';
-  return s;
-}
-
 // Drains the source, discarding payloads: reading on verifies a stream.
 void drain(Source& s) {
   pb::Frame f;
@@ -235,6 +226,15 @@ int sum(Source& s, uint32_t pid, uint64_t addr, uint64_t len) {
   }
   std::printf("%#lx\n", static_cast<unsigned long>(h));
   return 0;
+}
+
+std::string prot_str(uint32_t prot, uint32_t flags) {
+  std::string s = "---p";
+  if (prot & PROT_READ) s[0] = 'r';
+  if (prot & PROT_WRITE) s[1] = 'w';
+  if (prot & PROT_EXEC) s[2] = 'x';
+  if (flags & MAP_SHARED) s[3] = 's';
+  return s;
 }
 
 }  // namespace crit

@@ -1,10 +1,13 @@
 #include "image.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
@@ -66,6 +69,34 @@ ScopedFd open_dir(const std::string& dir) {
   }
   return d;
 }
+
+// What a put killed by SIGKILL left: its temporaries, named .FILE.PID.tmp
+// after one of the image's files and a pid that is gone.  A later put into
+// the same directory removes them (a live pid's are another put's, left).
+static void sweep_stale_temporaries(int dfd, const std::string& dir) {
+  int fd = ::fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+  DIR* d = fd >= 0 ? ::fdopendir(fd) : nullptr;
+  if (!d) {
+    if (fd >= 0) ::close(fd);
+    return;
+  }
+  const char* files[] = {kFramesFile, kPagesFile, kManifestFile, kParentFile};
+  while (struct dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    for (const char* f : files) {
+      std::string head = std::string(".") + f + ".";
+      if (n.size() <= head.size() + 4 || n.compare(0, head.size(), head) != 0 || n.compare(n.size() - 4, 4, ".tmp") != 0)
+        continue;
+      std::string pid = n.substr(head.size(), n.size() - head.size() - 4);
+      if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+      if (::kill(static_cast<pid_t>(std::atol(pid.c_str())), 0) == 0 || errno != ESRCH) continue;
+      if (::unlinkat(dfd, n.c_str(), 0) == 0)
+        LOG_INFO("removed '%s/%s', left by a put that was killed", dir.c_str(), n.c_str());
+    }
+  }
+  ::closedir(d);
+}
+
 
 // Temporary files of a put; removed unless committed.
 struct PutFiles {
@@ -137,6 +168,7 @@ pb::Header stream_to_image(StreamReader& r, const std::string& dir, bool replace
   struct stat st;
   if (!replace && fstatat(d.get(), kManifestFile, &st, AT_SYMLINK_NOFOLLOW) == 0)
     fail(strf("'%s' already holds an image (--force replaces it)", dir.c_str()));
+  sweep_stale_temporaries(d.get(), dir);
 
   std::string tag = strf(".%d.tmp", static_cast<int>(getpid()));
   std::string frames_tmp = std::string(".") + kFramesFile + tag;

@@ -231,3 +231,27 @@ print(hex(h))')
   assert_failure 3
   assert_output --partial "checksum mismatch (page or frame data changed)"
 }
+
+@test "a put killed by SIGKILL leaves its temporaries; the next put into the directory removes them, another put's are left" {
+  "$MK" "$T/s.ck" 2>/dev/null
+  mkfifo "$T/fifo"
+  # A put reading a stream that stops halfway, killed there.
+  ck-store put -D "$T/img" < "$T/fifo" &
+  local put=$!
+  exec 7> "$T/fifo"
+  head -c 600 "$T/s.ck" >&7
+  for ((i = 0; i < 100; i++)); do ls -A "$T/img" 2>/dev/null | grep -q "^\.frames\.img\.$put\.tmp$" && break; sleep 0.05; done
+  kill -9 "$put"
+  wait "$put" 2>/dev/null || true
+  exec 7>&-
+  run ls -A "$T/img"
+  assert_output --partial ".frames.img.$put.tmp"
+  # The temporaries of a put that still runs (this shell's pid) stay.
+  : > "$T/img/.pages.img.$$.tmp"
+  ck-store put -D "$T/img" < "$T/s.ck"
+  run ls -A "$T/img"
+  refute_output --partial ".$put.tmp"
+  assert_output --partial ".pages.img.$$.tmp"
+  rm "$T/img/.pages.img.$$.tmp"
+  ck-store get -D "$T/img" | cmp - "$T/s.ck"
+}

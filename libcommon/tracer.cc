@@ -179,14 +179,15 @@ void TracerService::shutdown() {
   busy_.clear();
 }
 
-void TracerService::accept() {
+bool TracerService::accept() {
   std::vector<ScopedFd> got;
   char hello[8];
-  if (recv_msg(ours_.get(), hello, sizeof hello, &got) == 0 || got.size() != 1) return;
+  if (recv_msg(ours_.get(), hello, sizeof hello, &got) == 0 || got.size() != 1) return false;
   auto c = std::make_unique<Conn>();
   c->sock = std::move(got[0]);
   conns_.push_back(std::move(c));
   LOG_DEBUG("a stage connected (%zu connections)", conns_.size());
+  return true;
 }
 
 TracerMsg TracerService::handle(Conn& c, const TracerMsg& req, std::vector<ScopedFd>& got, std::vector<int>* pass) {
@@ -227,8 +228,11 @@ TracerMsg TracerService::handle(Conn& c, const TracerMsg& req, std::vector<Scope
             while (!o.gone && ::poll(&one, 1, 0) > 0 && (one.revents & POLLIN))
               if (!serve(o)) o.gone = true;
           }
+          // Once every holder of the command's end is gone the socket
+          // reads as hung up, with nothing to accept: no loop on it.
           struct pollfd hello = {ours_.get(), POLLIN, 0};
-          while (::poll(&hello, 1, 0) > 0 && (hello.revents & POLLIN)) accept();
+          while (::poll(&hello, 1, 0) > 0 && (hello.revents & POLLIN) && accept()) {
+          }
         });
       } catch (...) {
         c.parasites.erase(have);

@@ -93,7 +93,7 @@ class TracerService {
  private:
   struct Conn;
   struct UndoEntry;
-  void accept();
+  bool accept();  // false when no stage connected (nothing queued, or hung up)
   bool serve(Conn& c);  // false: the connection is gone
   TracerMsg handle(Conn& c, const TracerMsg& req, std::vector<ScopedFd>& got, std::vector<int>* pass);
   TracerMsg handle_undo(const TracerMsg& req, const std::string& payload, std::vector<ScopedFd>& fds);

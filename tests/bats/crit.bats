@@ -287,7 +287,8 @@ PY
 }
 
 @test "x fds against /proc/PID/fd and fdinfo: targets, offsets, pipe peers" {
-  start_wl files
+  mkdir "$T/scratch"  # its files there, not in a /tmp directory left behind
+  start_wl files "$T/scratch"
   local fd
   for fd in /proc/"$WPID"/fd/*; do
     echo "${fd##*/} $(awk '/^pos:/ {print $2}' /proc/"$WPID"/fdinfo/"${fd##*/}") $(readlink "$fd")"

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "error.h"
 
@@ -84,12 +85,14 @@ void Source::payload_at(const RunAt& r, char* dst) {
 
 // ---- a stream -------------------------------------------------------------
 
-StreamSource::StreamSource(int fd) : r_(fd, "stdin") { r_.leave_digests_to_caller(); }
+StreamSource::StreamSource(int fd, std::string name) : name_(std::move(name)), r_(fd, name_) {
+  r_.leave_digests_to_caller();
+}
 
 bool StreamSource::frame(pb::Frame* f) {
   if (!r_.next(f)) return false;
   if (f->has_header() && f->header().incremental())
-    bad_input(std::string("stdin: the stream is ") +
+    bad_input(name_ + ": the stream is " +
               (names_round(f->header()) ? round_name(f->header()) + strf(", computed against round %u",
                                                                           f->header().round().base())
                                         : std::string("a pre-dump round")) +

@@ -97,20 +97,21 @@ class Source {
   std::vector<char> buf_;
 };
 
-// A stream read from fd (named "stdin" in messages).  Payloads come through
+// A stream read from fd (named so in messages).  Payloads come through
 // one buffer of kPiece bytes; the stream's own reader checks structure and
 // trailer, this class the digests.
 class StreamSource : public Source {
  public:
-  explicit StreamSource(int fd);
+  explicit StreamSource(int fd, std::string name = "stdin");
 
  protected:
   bool frame(pb::Frame* f) override;
   const char* bytes(char* dst, size_t n) override;
   bool whole_checked() const override { return true; }  // 1.0: the trailer sum takes payloads in
-  std::string corrupt_prefix() const override { return "stdin: bad stream: "; }
+  std::string corrupt_prefix() const override { return name_ + ": bad stream: "; }
 
  private:
+  std::string name_;
   StreamReader r_;
 };
 

@@ -610,7 +610,7 @@ int restore_tree(const RestoreOptions& o) {
   ScopedFd store;  // --from: the stream of the image, from the store service
   if (!o.from.empty()) {
     store = store_client_open(store_socket_path(o.socket), o.from);
-    src = std::make_unique<StreamSource>(store.get());
+    src = std::make_unique<StreamSource>(store.get(), "store image '" + o.from + "'");
   } else if (o.dir.empty()) {
     src = std::make_unique<StreamSource>(0);
   } else {

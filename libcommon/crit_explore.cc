@@ -80,6 +80,11 @@ int ps(const Model& m, const Filter& f) {
 
 // Who holds a description: "pid 12 fd 4".
 struct Holders {
+  // Every fd of every task, by the description it refers to.
+  explicit Holders(const Model& m) {
+    for (uint32_t pid : m.order)
+      for (const auto& fd : m.tasks.at(pid).fds) by_desc[fd.desc()].push_back({pid, fd.fd()});
+  }
   std::map<uint32_t, std::vector<std::pair<uint32_t, int>>> by_desc;
   std::string of(uint32_t desc) const {
     auto it = by_desc.find(desc);
@@ -237,9 +242,7 @@ void file_json(Json& j, const Model& m, const Holders& h, const pb::FileDesc& d)
 }
 
 int fds(const Model& m, const Filter& f) {
-  Holders h;
-  for (uint32_t pid : m.order)
-    for (const auto& fd : m.tasks.at(pid).fds) h.by_desc[fd.desc()].push_back({pid, fd.fd()});
+  Holders h(m);
   Json j;
   std::string text;
   if (f.json) j.begin_array();
@@ -397,9 +400,7 @@ int rss(const Model& m, const Filter& f) {
 // ---- sk, cg -------------------------------------------------------------------
 
 int sk(const Model& m, const Filter& f) {
-  Holders h;
-  for (uint32_t pid : m.order)
-    for (const auto& fd : m.tasks.at(pid).fds) h.by_desc[fd.desc()].push_back({pid, fd.fd()});
+  Holders h(m);
   Json j;
   std::string text;
   if (f.json) j.begin_array();

@@ -168,23 +168,19 @@ void on_fault(uv_poll_t* h, int status, int events) {
   }
 }
 
-void on_idle(uv_idle_t* h) {
+// One run per call of the idle handler, or with CK_UFFD_SERVE_DELAY_MS per
+// tick of a timer (faults are served at once in between); once every run
+// is in, the loop stops.
+template <typename Handle>
+void place_next(Handle* h, int (*stop)(Handle*)) {
   Server* s = static_cast<Server*>(h->loop->data);
   if (s->step()) return;
   s->done = true;
-  uv_idle_stop(h);
+  stop(h);
   uv_stop(h->loop);
 }
-
-// CK_UFFD_SERVE_DELAY_MS: one run per tick of a timer, faults served at
-// once in between.
-void on_tick(uv_timer_t* h) {
-  Server* s = static_cast<Server*>(h->loop->data);
-  if (s->step()) return;
-  s->done = true;
-  uv_timer_stop(h);
-  uv_stop(h->loop);
-}
+void on_idle(uv_idle_t* h) { place_next(h, uv_idle_stop); }
+void on_tick(uv_timer_t* h) { place_next(h, uv_timer_stop); }
 
 }  // namespace
 

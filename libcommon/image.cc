@@ -97,7 +97,6 @@ static void sweep_stale_temporaries(int dfd, const std::string& dir) {
   ::closedir(d);
 }
 
-
 // Temporary files of a put; removed unless committed.
 struct PutFiles {
   ScopedFd dfd;  // destroyed after the unlinks below

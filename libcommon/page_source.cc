@@ -28,16 +28,22 @@ bool Source::next(pb::Frame* f) {
 void Source::begin_payload() {
   if (!left_ || left_ != uint64_t{run_.npages()} * kPageSize)
     fail("internal: a page payload read twice, or without its run");
-  // Both readers refuse a 1.1 run without digest; one here is 1.0 data.
-  if (!run_.has_digest() && !whole_checked())
-    bad_input(corrupt_prefix() + "page run of " + describe_run(run_) + " has no digest, and nothing else checks it");
+  need_digest(run_);
   sum_ = Ck64();
   if (buf_.empty()) buf_.resize(kPiece);
 }
 
-void Source::end_payload() {
-  if (run_.has_digest() && sum_.digest() != run_.digest())
-    bad_input(corrupt_prefix() + "page data of " + describe_run(run_) + " does not match its digest");
+void Source::end_payload() { match_digest(run_, sum_.digest()); }
+
+// Both readers refuse a 1.1 run without digest; one here is 1.0 data.
+void Source::need_digest(const pb::PageRun& run) const {
+  if (!run.has_digest() && !whole_checked())
+    bad_input(corrupt_prefix() + "page run of " + describe_run(run) + " has no digest, and nothing else checks it");
+}
+
+void Source::match_digest(const pb::PageRun& run, uint64_t sum) const {
+  if (run.has_digest() && sum != run.digest())
+    bad_input(corrupt_prefix() + "page data of " + describe_run(run) + " does not match its digest");
 }
 
 void Source::payload(const Place& place) {
@@ -67,8 +73,7 @@ void Source::payload_to(char* dst) {
 }
 
 void Source::payload_at(const RunAt& r, char* dst) {
-  if (!r.run.has_digest() && !whole_checked())
-    bad_input(corrupt_prefix() + "page run of " + describe_run(r.run) + " has no digest, and nothing else checks it");
+  need_digest(r.run);
   uint64_t len = uint64_t{r.run.npages()} * kPageSize;
   Ck64 sum;
   for (uint64_t off = 0; off < len;) {
@@ -79,8 +84,7 @@ void Source::payload_at(const RunAt& r, char* dst) {
     sum.update(dst + off, n);
     off += n;
   }
-  if (r.run.has_digest() && sum.digest() != r.run.digest())
-    bad_input(corrupt_prefix() + "page data of " + describe_run(r.run) + " does not match its digest");
+  match_digest(r.run, sum.digest());
 }
 
 // ---- a stream -------------------------------------------------------------

@@ -91,6 +91,10 @@ class Source {
  private:
   void begin_payload();
   void end_payload();
+  // Status 3 for a run without digest that nothing else checks, and for a
+  // payload whose sum is not the run's digest.
+  void need_digest(const pb::PageRun& run) const;
+  void match_digest(const pb::PageRun& run, uint64_t sum) const;
   pb::PageRun run_;
   uint64_t left_ = 0;  // bytes of the current payload not handed out
   Ck64 sum_;

@@ -362,7 +362,12 @@ int TracerService::serve_until_exit(pid_t child) {
         conns_.erase(conns_.begin() + static_cast<long>(i));
       }
     }
-    if (fds[1].revents & POLLIN) accept();
+    if (fds[1].revents & POLLIN) {
+      // A parasite's run may have accepted that stage meanwhile: look
+      // again rather than block in accept() on an empty socket.
+      struct pollfd one = {ours_.get(), POLLIN, 0};
+      if (::poll(&one, 1, 0) > 0 && (one.revents & POLLIN)) accept();
+    }
   }
   shutdown();
   int st;

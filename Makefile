@@ -24,7 +24,7 @@ LDLIBS  := $(SANFLAGS) -lprotobuf -lzstd -luv -lpthread
 
 DEB_PKGS := g++ make protobuf-compiler libprotobuf-dev libzstd-dev libuv1-dev libcli11-dev \
             pkg-config bats bats-assert bats-support bats-file python3 iproute2 procps \
-            time nodejs socat netcat-openbsd bsdutils vim util-linux nftables redis-server zstd
+            time nodejs socat netcat-openbsd bsdutils vim util-linux nftables redis-server zstd openssh-server openssh-client
 
 LIB_SRC   := $(wildcard libcommon/*.cc)
 LIB_OBJ   := $(patsubst %.cc,$(B)/%.o,$(LIB_SRC)) $(B)/gen/ck.pb.o $(B)/parasite/blob.o

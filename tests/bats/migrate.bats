@@ -41,7 +41,9 @@ dst_root() {
   on_src touch /run/ck-mig-mark
   [ ! -e /run/ck-mig-mark ]
   on_dst test ! -e /run/ck-mig-mark
-  [ "$(on_dst sh -c 'echo $$')" -lt 100 ]
+  d=$(dst_sshd)
+  [ -n "$d" ]
+  [ "$(readlink /proc/$d/ns/pid)" != "$(readlink /proc/self/ns/pid)" ]
   on_src ssh -F "$SSH_CFG" "root@$DST_IP" 'echo $CK_MIGRATE_HOST' | grep -qx dst
   on_src ssh -F "$SSH_CFG" "root@$DST_IP" true
 }

@@ -69,11 +69,11 @@ EOF
   # which sshd's privilege separation wants); the destination also a pid
   # namespace, with /proc mounted for it.  sshd -D stays in front: its pid
   # (in our pid namespace) names the host for nsenter.
-  only_std ip netns exec "$SRC_NS" unshare -m --propagation private sh -c \
+  only_std nsenter --net=/run/netns/"$SRC_NS" unshare -m --propagation private sh -c \
     'mount -t tmpfs -o mode=755 ck-run /run && mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f "$1"' \
     sh "$T/ssh/sshd_src" > "$T/sshd_src.log" 2>&1 < /dev/null &
   SRC_SSHD=$!
-  only_std ip netns exec "$DST_NS" unshare -m -p -f --propagation private --mount-proc sh -c \
+  only_std nsenter --net=/run/netns/"$DST_NS" unshare -m -p -f --propagation private --mount-proc sh -c \
     'mount -t tmpfs -o mode=755 ck-run /run && mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f "$1"' \
     sh "$T/ssh/sshd_dst" > "$T/sshd_dst.log" 2>&1 < /dev/null &
   DST_WRAP=$!
